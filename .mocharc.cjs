@@ -1,0 +1,9 @@
+// Tests are TypeScript, run through tsx; node tests load the compiled dist/.
+module.exports = {
+  require: ['tsx/cjs'],
+  extension: ['ts'],
+  spec: ['test/**/*.test.ts'],
+  timeout: 30000,
+  reporter: require.resolve('./test/support/reporter.cjs'),
+  exit: true,
+};

@@ -1,0 +1,482 @@
+/**
+ * The thin client wire format (PROTOCOL.md §0, §1, §3, §4): sizes, CBOR
+ * codec settings, length-prefixed framing, envelopes and request bodies.
+ *
+ * Shared by the client and the emulator so both speak exactly one dialect;
+ * both are additionally tested against the recorded reference frames.
+ */
+import { Decoder, Encoder } from 'cbor-x';
+
+// ---------------------------------------------------------------- sizes (§0)
+export const QUERY_ID_LENGTH = 16;
+export const MESSAGE_ID_LENGTH = 16;
+export const SURB_ID_LENGTH = 16;
+export const APP_ID_LENGTH = 16;
+export const INSTANCE_TOKEN_LENGTH = 16;
+export const HASH_LENGTH = 32;
+export const WRITE_CAP_LENGTH = 168;
+export const READ_CAP_LENGTH = 136;
+export const MESSAGE_BOX_INDEX_LENGTH = 104;
+export const SEED_LENGTH = 32;
+/** Maximum payload per destination for the create_courier_envelopes_* calls. */
+export const MAX_COPY_PAYLOAD_LENGTH = 10 * 1024 * 1024;
+/** HEAD's frame cap (§9.1); we enforce it in both directions by default. */
+export const DEFAULT_MAX_FRAME_LENGTH = 40 * 1024 * 1024;
+export const FRAME_PREFIX_LENGTH = 4;
+
+// ------------------------------------------------------------- kinds (§3, §4)
+/** Request kinds in the Go binding's order (pinned, 16 keys). */
+export const REQUEST_KINDS = [
+  'session_token',
+  'thin_close',
+  'send_message',
+  'new_keypair',
+  'encrypt_read',
+  'encrypt_write',
+  'start_resending_encrypted_message',
+  'cancel_resending_encrypted_message',
+  'start_resending_copy_command',
+  'cancel_resending_copy_command',
+  'next_message_box_index',
+  'get_message_box_index_counter',
+  'get_pki_document',
+  'create_courier_envelopes_from_payload',
+  'create_courier_envelopes_from_multi_payload',
+  'create_courier_envelopes_from_tombstone_range',
+] as const;
+export type RequestKind = (typeof REQUEST_KINDS)[number];
+
+/** Response kinds in the daemon's emission order (pinned, 20 keys). */
+export const RESPONSE_KINDS = [
+  'session_token_reply',
+  'shutdown_event',
+  'connection_status_event',
+  'new_pki_document_event',
+  'message_sent_event',
+  'message_reply_event',
+  'message_id_garbage_collected',
+  'new_keypair_reply',
+  'encrypt_read_reply',
+  'encrypt_write_reply',
+  'start_resending_encrypted_message_reply',
+  'cancel_resending_encrypted_message_reply',
+  'start_resending_copy_command_reply',
+  'cancel_resending_copy_command_reply',
+  'next_message_box_index_reply',
+  'get_message_box_index_counter_reply',
+  'get_pki_document_reply',
+  'create_courier_envelopes_from_payload_reply',
+  'create_courier_envelopes_from_multi_payload_reply',
+  'create_courier_envelopes_from_tombstone_range_reply',
+] as const;
+export type ResponseKind = (typeof RESPONSE_KINDS)[number];
+
+/** Response kinds only a HEAD daemon sends (§9.3); recognised, never required. */
+export const HEAD_RESPONSE_KINDS = [
+  'get_directory_authorities_reply',
+  'voucher_mint_reply',
+  'voucher_induct_reply',
+  'voucher_open_reply',
+  'voucher_derive_stream_reply',
+] as const;
+
+// ---------------------------------------------------------- geometries (§6.8)
+export interface SphinxGeometry {
+  PacketLength: number;
+  NrHops: number;
+  HeaderLength: number;
+  RoutingInfoLength: number;
+  PerHopRoutingInfoLength: number;
+  SURBLength: number;
+  SphinxPlaintextHeaderLength: number;
+  PayloadTagLength: number;
+  ForwardPayloadLength: number;
+  UserForwardPayloadLength: number;
+  NextNodeHopLength: number;
+  SPRPKeyMaterialLength: number;
+  NIKEName: string;
+  KEMName: string;
+}
+
+export interface PigeonholeGeometry {
+  MaxPlaintextPayloadLength: number;
+  CourierQueryReadLength: number;
+  CourierQueryWriteLength: number;
+  CourierQueryReplyReadLength: number;
+  CourierQueryReplyWriteLength: number;
+  NIKEName: string;
+  SignatureSchemeName: string;
+}
+
+export const SPHINX_GEOMETRY_KEYS: readonly (keyof SphinxGeometry)[] = [
+  'PacketLength',
+  'NrHops',
+  'HeaderLength',
+  'RoutingInfoLength',
+  'PerHopRoutingInfoLength',
+  'SURBLength',
+  'SphinxPlaintextHeaderLength',
+  'PayloadTagLength',
+  'ForwardPayloadLength',
+  'UserForwardPayloadLength',
+  'NextNodeHopLength',
+  'SPRPKeyMaterialLength',
+  'NIKEName',
+  'KEMName',
+];
+
+export const PIGEONHOLE_GEOMETRY_KEYS: readonly (keyof PigeonholeGeometry)[] = [
+  'MaxPlaintextPayloadLength',
+  'CourierQueryReadLength',
+  'CourierQueryWriteLength',
+  'CourierQueryReplyReadLength',
+  'CourierQueryReplyWriteLength',
+  'NIKEName',
+  'SignatureSchemeName',
+];
+
+/** The docker test network's geometry (§6.8), which the emulator serves by default. */
+export const DEFAULT_SPHINX_GEOMETRY: SphinxGeometry = {
+  PacketLength: 3082,
+  NrHops: 5,
+  HeaderLength: 476,
+  RoutingInfoLength: 410,
+  PerHopRoutingInfoLength: 82,
+  SURBLength: 572,
+  SphinxPlaintextHeaderLength: 2,
+  PayloadTagLength: 32,
+  ForwardPayloadLength: 2574,
+  UserForwardPayloadLength: 2000,
+  NextNodeHopLength: 65,
+  SPRPKeyMaterialLength: 64,
+  NIKEName: 'x25519',
+  KEMName: '',
+};
+
+export const DEFAULT_PIGEONHOLE_GEOMETRY: PigeonholeGeometry = {
+  MaxPlaintextPayloadLength: 1553,
+  CourierQueryReadLength: 359,
+  CourierQueryWriteLength: 2000,
+  CourierQueryReplyReadLength: 1698,
+  CourierQueryReplyWriteLength: 50,
+  NIKEName: 'CTIDH1024-X25519',
+  SignatureSchemeName: 'Ed25519',
+};
+
+// ---------------------------------------------------------------- CBOR (§1.3)
+// Shortest-form map headers (variableMapSize), plain byte strings for
+// Uint8Array, no record/259 tags: what the Go and Python encoders produce.
+const encoder = new Encoder({
+  useRecords: false,
+  mapsAsObjects: true,
+  variableMapSize: true,
+  useTag259ForMaps: false,
+  tagUint8Array: false,
+});
+// int64AsType 'bigint': u64 fields (counters, epochs) may exceed 2^53.
+const objectDecoder = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
+const mapDecoder = new Decoder({ useRecords: false, mapsAsObjects: false, int64AsType: 'bigint' });
+
+export type CborValue = unknown;
+
+export function encodeCbor(value: CborValue): Buffer {
+  return encoder.encode(value);
+}
+
+/** Decode one CBOR item that must span the whole buffer. Maps become plain objects. */
+export function decodeCbor(data: Uint8Array): any {
+  return objectDecoder.decode(data);
+}
+
+/**
+ * Decode keeping non-text map keys (integer epochs, byte-string hashes):
+ * maps whose keys are all strings become objects, the others stay Maps.
+ * Used for the PKI document, whose maps are keyed by u64 and bstr.
+ */
+export function decodeCborFaithful(data: Uint8Array): any {
+  return normaliseMaps(mapDecoder.decode(data));
+}
+
+function normaliseMaps(v: any): any {
+  if (v instanceof Map) {
+    let allText = true;
+    for (const k of v.keys()) if (typeof k !== 'string') allText = false;
+    if (allText) {
+      const o: Record<string, unknown> = {};
+      for (const [k, val] of v) o[k] = normaliseMaps(val);
+      return o;
+    }
+    const m = new Map();
+    for (const [k, val] of v) m.set(k, normaliseMaps(val));
+    return m;
+  }
+  if (Array.isArray(v)) return v.map(normaliseMaps);
+  return v;
+}
+
+/** Numbers that may have arrived as bigint (64-bit encodings) back to number when exact. */
+export function toNumber(v: unknown, field = 'value'): number {
+  if (typeof v === 'number') return v;
+  if (typeof v === 'bigint') {
+    if (v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER)) return Number(v);
+    throw new RangeError(`${field} ${v} does not fit a JavaScript number`);
+  }
+  if (v === null || v === undefined) return 0;
+  throw new TypeError(`${field}: expected an integer, got ${typeof v}`);
+}
+
+/** A u64 as bigint (counters: the first index counter is a random value near 2^62). */
+export function toBigInt(v: unknown): bigint {
+  if (typeof v === 'bigint') return v;
+  if (typeof v === 'number') return BigInt(v);
+  return 0n;
+}
+
+/** Encode a u64 in the shortest form: cbor-x writes every bigint with 8 bytes. */
+export function u64(v: number | bigint): number | bigint {
+  if (typeof v === 'bigint' && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+  return v;
+}
+
+/** A decoded byte string (cbor-x yields Buffer), or null for null/absent. */
+export function bytesOrNull(v: unknown): Buffer | null {
+  if (v === null || v === undefined) return null;
+  if (Buffer.isBuffer(v)) return v;
+  if (v instanceof Uint8Array) return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
+  return null;
+}
+
+// ------------------------------------------------------------ framing (§1.2)
+export class FrameTooLargeError extends Error {
+  constructor(
+    readonly declaredLength: number,
+    readonly maxLength: number,
+  ) {
+    super(`frame length prefix ${declaredLength} exceeds the maximum of ${maxLength} bytes`);
+    this.name = 'FrameTooLargeError';
+  }
+}
+
+/** Prefix a CBOR body with its 4-byte big-endian length: one contiguous buffer, one write. */
+export function encodeFrame(body: Uint8Array): Buffer {
+  const out = Buffer.allocUnsafe(FRAME_PREFIX_LENGTH + body.length);
+  out.writeUInt32BE(body.length, 0);
+  out.set(body, FRAME_PREFIX_LENGTH);
+  return out;
+}
+
+/**
+ * Incremental frame reader. The length prefix is checked against the limit
+ * before any body buffer is allocated, so a hostile prefix costs nothing.
+ */
+export class FrameDecoder {
+  private chunks: Buffer[] = [];
+  private buffered = 0;
+
+  constructor(readonly maxFrameLength: number = DEFAULT_MAX_FRAME_LENGTH) {}
+
+  /** Feed bytes; returns every frame body completed by them. Throws FrameTooLargeError. */
+  push(chunk: Buffer): Buffer[] {
+    this.chunks.push(chunk);
+    this.buffered += chunk.length;
+    const frames: Buffer[] = [];
+    for (;;) {
+      if (this.buffered < FRAME_PREFIX_LENGTH) break;
+      const head = this.peek(FRAME_PREFIX_LENGTH);
+      const length = head.readUInt32BE(0);
+      if (length > this.maxFrameLength) throw new FrameTooLargeError(length, this.maxFrameLength);
+      if (this.buffered < FRAME_PREFIX_LENGTH + length) break;
+      this.consume(FRAME_PREFIX_LENGTH);
+      frames.push(this.consume(length));
+    }
+    return frames;
+  }
+
+  get pendingBytes(): number {
+    return this.buffered;
+  }
+
+  private peek(n: number): Buffer {
+    if (this.chunks[0].length >= n) return this.chunks[0].subarray(0, n);
+    const joined = Buffer.concat(this.chunks);
+    this.chunks = [joined];
+    return joined.subarray(0, n);
+  }
+
+  private consume(n: number): Buffer {
+    if (n === 0) return Buffer.alloc(0);
+    const first = this.chunks[0];
+    let out: Buffer;
+    if (first.length >= n) {
+      // Copy so the frame does not pin a large socket chunk.
+      out = Buffer.from(first.subarray(0, n));
+      if (first.length === n) this.chunks.shift();
+      else this.chunks[0] = first.subarray(n);
+    } else {
+      out = Buffer.allocUnsafe(n);
+      let off = 0;
+      while (off < n) {
+        const c = this.chunks[0];
+        const take = Math.min(c.length, n - off);
+        c.copy(out, off, 0, take);
+        off += take;
+        if (take === c.length) this.chunks.shift();
+        else this.chunks[0] = c.subarray(take);
+      }
+    }
+    this.buffered -= n;
+    return out;
+  }
+}
+
+// ---------------------------------------------------------- envelopes (§1.3)
+/** A client request as the Python binding writes it: a map with the one relevant key. */
+export function encodeRequest(kind: RequestKind, body: Record<string, unknown>): Buffer {
+  return encodeCbor({ [kind]: body });
+}
+
+/** A daemon response as the Go daemon writes it: all 20 keys, every one but `kind` null. */
+export function encodeResponse(kind: ResponseKind, body: Record<string, unknown>): Buffer {
+  const envelope: Record<string, unknown> = {};
+  for (const k of RESPONSE_KINDS) envelope[k] = k === kind ? body : null;
+  return encodeCbor(envelope);
+}
+
+export interface DecodedEnvelope {
+  kind: string;
+  body: any;
+}
+
+/**
+ * Find the single non-null member of an envelope. Unknown keys are
+ * ignored when a known member is present; an envelope whose only
+ * non-null member is unknown is returned as that kind so the caller can
+ * decide (the client ignores it, the emulator drops the connection).
+ */
+export function decodeEnvelope(data: Uint8Array, known: readonly string[]): DecodedEnvelope {
+  const v = decodeCbor(data);
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || Buffer.isBuffer(v) || v instanceof Map) {
+    throw new TypeError('frame is not a CBOR map with text keys');
+  }
+  let unknown: DecodedEnvelope | null = null;
+  for (const [k, body] of Object.entries(v)) {
+    if (body === null || body === undefined) continue;
+    if (known.includes(k)) {
+      if (typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body)) {
+        throw new TypeError(`member ${k} is not a map`);
+      }
+      return { kind: k, body };
+    }
+    unknown ??= { kind: k, body };
+  }
+  if (unknown) return unknown;
+  throw new TypeError('envelope has no non-null member');
+}
+
+// ------------------------------------------------ request bodies (§3, Python order)
+type Bytes = Uint8Array;
+
+/** Request body builders; key order matches the reference Python binding byte for byte. */
+export const requestBodies = {
+  sessionToken: (clientInstanceToken: Bytes) => ({ client_instance_token: clientInstanceToken }),
+  thinClose: () => ({}),
+  sendMessage: (p: { id?: Bytes | null; withSurb: boolean; surbId: Bytes | null; destinationIdHash: Bytes; recipientQueueId: Bytes; payload: Bytes }) => ({
+    id: p.id ?? null,
+    with_surb: p.withSurb,
+    surbid: p.surbId,
+    destination_id_hash: p.destinationIdHash,
+    recipient_queue_id: p.recipientQueueId,
+    payload: p.payload,
+  }),
+  newKeypair: (queryId: Bytes, seed: Bytes) => ({ query_id: queryId, seed }),
+  encryptRead: (queryId: Bytes, readCap: Bytes, messageBoxIndex: Bytes) => ({
+    query_id: queryId,
+    read_cap: readCap,
+    message_box_index: messageBoxIndex,
+  }),
+  encryptWrite: (queryId: Bytes, plaintext: Bytes, writeCap: Bytes, messageBoxIndex: Bytes) => ({
+    query_id: queryId,
+    plaintext,
+    write_cap: writeCap,
+    message_box_index: messageBoxIndex,
+  }),
+  startResendingEncryptedMessage: (p: {
+    queryId: Bytes;
+    readCap: Bytes | null;
+    writeCap: Bytes | null;
+    messageBoxIndex: Bytes | null;
+    replyIndex: number | null;
+    envelopeDescriptor: Bytes;
+    messageCiphertext: Bytes;
+    envelopeHash: Bytes;
+    noRetryOnBoxIdNotFound: boolean;
+    noIdempotentBoxAlreadyExists: boolean;
+  }) => ({
+    query_id: p.queryId,
+    read_cap: p.readCap,
+    write_cap: p.writeCap,
+    message_box_index: p.messageBoxIndex,
+    reply_index: p.replyIndex,
+    envelope_descriptor: p.envelopeDescriptor,
+    message_ciphertext: p.messageCiphertext,
+    envelope_hash: p.envelopeHash,
+    no_retry_on_box_id_not_found: p.noRetryOnBoxIdNotFound,
+    no_idempotent_box_already_exists: p.noIdempotentBoxAlreadyExists,
+  }),
+  cancelResendingEncryptedMessage: (queryId: Bytes, envelopeHash: Bytes) => ({ query_id: queryId, envelope_hash: envelopeHash }),
+  startResendingCopyCommand: (queryId: Bytes, writeCap: Bytes, courierIdentityHash?: Bytes | null, courierQueueId?: Bytes | null) => {
+    const body: Record<string, unknown> = { query_id: queryId, write_cap: writeCap };
+    // (opt) fields: omitted entirely when not pinning, as Go and Python do.
+    if (courierIdentityHash) body.courier_identity_hash = courierIdentityHash;
+    if (courierQueueId) body.courier_queue_id = courierQueueId;
+    return body;
+  },
+  cancelResendingCopyCommand: (queryId: Bytes, writeCapHash: Bytes) => ({ query_id: queryId, write_cap_hash: writeCapHash }),
+  nextMessageBoxIndex: (queryId: Bytes, messageBoxIndex: Bytes) => ({ query_id: queryId, message_box_index: messageBoxIndex }),
+  getMessageBoxIndexCounter: (queryId: Bytes, messageBoxIndex: Bytes) => ({ query_id: queryId, message_box_index: messageBoxIndex }),
+  getPkiDocument: (queryId: Bytes, epoch: number | bigint) => ({ query_id: queryId, epoch: u64(epoch) }),
+  createCourierEnvelopesFromPayload: (queryId: Bytes, payload: Bytes, destWriteCap: Bytes, destStartIndex: Bytes, isStart: boolean, isLast: boolean) => ({
+    query_id: queryId,
+    payload,
+    dest_write_cap: destWriteCap,
+    dest_start_index: destStartIndex,
+    is_start: isStart,
+    is_last: isLast,
+  }),
+  createCourierEnvelopesFromMultiPayload: (
+    queryId: Bytes,
+    destinations: { payload: Bytes; writeCap: Bytes; startIndex: Bytes }[],
+    isStart: boolean,
+    isLast: boolean,
+    buffer: Bytes | null,
+  ) => {
+    const body: Record<string, unknown> = {
+      query_id: queryId,
+      destinations: destinations.map((d) => ({ payload: d.payload, write_cap: d.writeCap, start_index: d.startIndex })),
+      is_start: isStart,
+      is_last: isLast,
+    };
+    if (buffer && buffer.length > 0) body.buffer = buffer; // Python omits the key when None
+    return body;
+  },
+  createCourierEnvelopesFromTombstoneRange: (
+    queryId: Bytes,
+    destWriteCap: Bytes,
+    destStartIndex: Bytes,
+    maxCount: number,
+    isStart: boolean,
+    isLast: boolean,
+    buffer: Bytes | null,
+  ) => {
+    const body: Record<string, unknown> = {
+      query_id: queryId,
+      dest_write_cap: destWriteCap,
+      dest_start_index: destStartIndex,
+      max_count: maxCount,
+      is_start: isStart,
+      is_last: isLast,
+    };
+    if (buffer && buffer.length > 0) body.buffer = buffer;
+    return body;
+  },
+};
