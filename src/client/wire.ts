@@ -5,7 +5,9 @@
  * Shared by the client and the emulator so both speak exactly one dialect;
  * both are additionally tested against the recorded reference frames.
  */
-import { Decoder, Encoder } from 'cbor-x';
+import { Decoder, Encoder, type Options } from 'cbor-x';
+
+type EncoderOptions = Options & { useTag259ForMaps?: boolean };
 
 // ---------------------------------------------------------------- sizes (§0)
 export const QUERY_ID_LENGTH = 16;
@@ -166,16 +168,18 @@ export const DEFAULT_PIGEONHOLE_GEOMETRY: PigeonholeGeometry = {
 // ---------------------------------------------------------------- CBOR (§1.3)
 // Shortest-form map headers (variableMapSize), plain byte strings for
 // Uint8Array, no record/259 tags: what the Go and Python encoders produce.
+// (useTag259ForMaps is honoured by cbor-x but missing from its typings.)
 const encoder = new Encoder({
   useRecords: false,
   mapsAsObjects: true,
   variableMapSize: true,
   useTag259ForMaps: false,
   tagUint8Array: false,
-});
-// int64AsType 'bigint': u64 fields (counters, epochs) may exceed 2^53.
-const objectDecoder = new Decoder({ useRecords: false, mapsAsObjects: true, int64AsType: 'bigint' });
-const mapDecoder = new Decoder({ useRecords: false, mapsAsObjects: false, int64AsType: 'bigint' });
+} as EncoderOptions);
+// cbor-x decodes 8-byte integers (additional info 27) as bigint and shorter
+// ones as number, so u64 fields (counters near 2^62) keep full precision.
+const objectDecoder = new Decoder({ useRecords: false, mapsAsObjects: true });
+const mapDecoder = new Decoder({ useRecords: false, mapsAsObjects: false });
 
 export type CborValue = unknown;
 
@@ -232,10 +236,14 @@ export function toBigInt(v: unknown): bigint {
   return 0n;
 }
 
-/** Encode a u64 in the shortest form: cbor-x writes every bigint with 8 bytes. */
+/**
+ * Encode a u64 in the shortest form: cbor-x writes every bigint with 8 bytes,
+ * and a JS number of 2^32 or more as a float64, so only values that fit 32
+ * bits go out as numbers.
+ */
 export function u64(v: number | bigint): number | bigint {
-  if (typeof v === 'bigint' && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
-  return v;
+  const b = typeof v === 'bigint' ? v : BigInt(v);
+  return b <= 0xffffffffn ? Number(b) : b;
 }
 
 /** A decoded byte string (cbor-x yields Buffer), or null for null/absent. */

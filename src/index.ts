@@ -1,0 +1,75 @@
+/**
+ * @katzenpost-community/node-red-katzenpost — the thin client library.
+ *
+ * `import { ThinClient } from '@katzenpost-community/node-red-katzenpost'`.
+ * The daemon emulator is a separate entry point ('.../emulator').
+ */
+export { ThinClient } from './client/client';
+export type {
+  ArqOptions,
+  BlockingSendOptions,
+  CallOptions,
+  CopyCommandOptions,
+  CourierEnvelopesResult,
+  EncryptResult,
+  KeypairResult,
+  Logger,
+  MultiPayloadDestination,
+  MultiPayloadResult,
+  RawPkiDocument,
+  ResendParams,
+  StartResendingResult,
+  ThinClientOptions,
+  TombstoneEnvelope,
+  TombstoneRangeEnvelopesResult,
+  TombstoneRangeResult,
+} from './client/client';
+export type {
+  ConnectionStatusEvent,
+  DaemonDisconnectedEvent,
+  DaemonReconnectedEvent,
+  MessageIdGarbageCollectedEvent,
+  MessageReplyEvent,
+  MessageSentEvent,
+  NewPkiDocumentEvent,
+  ShutdownEvent,
+  ThinClientEvent,
+  ThinClientEventMap,
+  ThinClientEventType,
+} from './client/events';
+export { parseMixDescriptor, parsePkiDocument } from './client/pki';
+export type { CourierDescriptor, MixDescriptor, PkiDocument, ReplicaDescriptor, ServiceDescriptor } from './client/pki';
+export { blake2b256, newMessageId, newQueryId, newSurbId } from './client/crypto';
+export * from './client/errors';
+export {
+  APP_ID_LENGTH,
+  DEFAULT_MAX_FRAME_LENGTH,
+  DEFAULT_PIGEONHOLE_GEOMETRY,
+  DEFAULT_SPHINX_GEOMETRY,
+  FRAME_PREFIX_LENGTH,
+  FrameTooLargeError,
+  HASH_LENGTH,
+  INSTANCE_TOKEN_LENGTH,
+  MAX_COPY_PAYLOAD_LENGTH,
+  MESSAGE_BOX_INDEX_LENGTH,
+  MESSAGE_ID_LENGTH,
+  PIGEONHOLE_GEOMETRY_KEYS,
+  QUERY_ID_LENGTH,
+  READ_CAP_LENGTH,
+  REQUEST_KINDS,
+  RESPONSE_KINDS,
+  SEED_LENGTH,
+  SPHINX_GEOMETRY_KEYS,
+  SURB_ID_LENGTH,
+  WRITE_CAP_LENGTH,
+} from './client/wire';
+export type { PigeonholeGeometry, RequestKind, ResponseKind, SphinxGeometry } from './client/wire';
+export {
+  describeDial,
+  loadThinClientConfig,
+  parseThinClientToml,
+  resolveDialConfig,
+  unixSocketPath,
+  validateDialConfig,
+} from './client/config';
+export type { DialConfig, TcpNetwork, ThinClientTomlShape } from './client/config';
