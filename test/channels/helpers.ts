@@ -1,0 +1,87 @@
+// Shared set-up for the channel tests: an emulator on an ephemeral port,
+// connected thin clients, temp directories, and cleanup in reverse order.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { ThinClient } from '../../src/client/client';
+import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator';
+import { ChannelStore, type ChannelItem, type ChannelStoreOptions } from '../../src/channels';
+
+/** Per-test timeout: generous when KP_CHANNEL_LATENCY=realistic (seconds per mixnet round trip). */
+export const TEST_TIMEOUT_MS = process.env.KP_CHANNEL_LATENCY === 'realistic' ? 300_000 : 30_000;
+
+export class Harness {
+  private readonly cleanups: (() => Promise<void> | void)[] = [];
+  emulator!: Emulator;
+
+  async start(options: EmulatorOptions = {}): Promise<Emulator> {
+    // KP_CHANNEL_LATENCY=fast runs the same tests with mixnet-like jitter in every reply.
+    const latency = (process.env.KP_CHANNEL_LATENCY as EmulatorOptions['latency']) ?? 'instant';
+    this.emulator = await startEmulator({ listen: '127.0.0.1:0', latency, ...options });
+    this.cleanups.push(() => this.emulator.stop({ graceful: false }));
+    return this.emulator;
+  }
+
+  tempDir(): string {
+    const dir = mkdtempSync(join(tmpdir(), 'kp-channels-'));
+    this.cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    return dir;
+  }
+
+  async client(): Promise<ThinClient> {
+    const client = new ThinClient({ dial: this.emulator.address, reconnectInitialDelayMs: 50, reconnectMaxDelayMs: 200 });
+    this.cleanups.push(() => client.close().catch(() => {}));
+    await client.connect();
+    return client;
+  }
+
+  store(client: ThinClient | null, options: Partial<ChannelStoreOptions> = {}, path?: string): ChannelStore {
+    const store = new ChannelStore({
+      path: path ?? join(this.tempDir(), 'channels.db'),
+      client,
+      pollInitialMs: 10,
+      pollMaxMs: 50,
+      retryInitialMs: 50,
+      retryMaxMs: 200,
+      ...options,
+    });
+    this.cleanups.push(() => store.close());
+    return store;
+  }
+
+  async cleanup(): Promise<void> {
+    for (const fn of this.cleanups.reverse()) {
+      try {
+        await fn();
+      } catch {
+        // cleanup continues
+      }
+    }
+    this.cleanups.length = 0;
+  }
+}
+
+/** Collects `n` items from a channel with the callback API, then stops the receiver. */
+export async function collect(store: ChannelStore, name: string, n: number, timeoutMs = TEST_TIMEOUT_MS - 10_000): Promise<ChannelItem[]> {
+  const items: ChannelItem[] = [];
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
+  try {
+    await store.receive(
+      name,
+      (item) => {
+        items.push(item);
+        if (items.length >= n) controller.abort();
+      },
+      { signal: controller.signal },
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+  if (items.length < n) throw new Error(`expected ${n} items from "${name}", got ${items.length} before the timeout`);
+  return items;
+}
+
+export function texts(items: ChannelItem[]): string[] {
+  return items.map((i) => (i.kind === 'message' ? i.payload.toString() : `<${i.kind}>`));
+}
