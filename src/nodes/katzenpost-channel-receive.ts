@@ -1,0 +1,104 @@
+/**
+ * katzenpost-channel-receive: a source node that reads a persistent channel in
+ * order and emits one message per received payload (output 1), and one per
+ * skipped box (output 2: tombstones and boxes that are not channel messages).
+ * A message is marked read in the channel database right after it was
+ * emitted (node.send returned), so after a crash or restart reading resumes
+ * after the last emitted message.
+ */
+import type { ChannelItem, ChannelProblem, ChannelStore } from '../channels';
+import { errorStatusText, parseSeconds, useDaemon } from './shared';
+import katzenpostChannel = require('./katzenpost-channel');
+import type { Node, NodeAPI, NodeDef, NodeMessage } from './types';
+
+interface ReceiveDef extends NodeDef {
+  channel?: string;
+  pollInterval?: string | number;
+  maxPollInterval?: string | number;
+}
+
+export = function (RED: NodeAPI): void {
+  function KatzenpostChannelReceiveNode(this: Node, def: ReceiveDef): void {
+    RED.nodes.createNode(this, def);
+    const node = this;
+    const target = typeof def.channel === 'string' && def.channel ? RED.nodes.getNode(def.channel) : null;
+    const channel = katzenpostChannel.isConfigNode(target) ? target : null;
+    const pollInitialMs = Math.max(10, (parseSeconds(def.pollInterval) ?? 1) * 1000);
+    const pollMaxMs = Math.max(pollInitialMs, (parseSeconds(def.maxPollInterval) ?? 10) * 1000);
+    const controller = new AbortController();
+    let received = 0;
+
+    const user = useDaemon(RED, node, channel?.daemonId);
+    if (!channel) node.status({ fill: 'red', shape: 'ring', text: RED._('katzenpost-channel-receive.status.no-channel') });
+
+    const emit = (item: ChannelItem): void => {
+      if (item.kind === 'message') {
+        const msg: NodeMessage = { payload: item.payload, index: item.index, channel: item.channel, boxes: item.boxes, topic: item.channel };
+        node.send([msg, null]);
+        received++;
+        user.status.begin()(); // clears an earlier error shown on the status
+        const translated = RED._('katzenpost-channel-receive.status.received', { count: received });
+        const text = translated.includes('status.received') ? `${received} received` : translated;
+        user.status.setExtra({ fill: 'green', shape: 'dot', text });
+      } else {
+        const msg: NodeMessage = {
+          payload: { kind: item.kind, index: item.index, boxes: item.boxes, ...(item.reason ? { reason: item.reason } : {}) },
+          kind: item.kind,
+          index: item.index,
+          channel: item.channel,
+          boxes: item.boxes,
+          topic: item.channel,
+        };
+        node.send([null, msg]);
+      }
+      // Returning (synchronously) lets the store commit the read mark in the same tick.
+    };
+
+    let store: ChannelStore | null = null;
+    const onProblem = (p: ChannelProblem) => {
+      if (p.channel === channel?.channelName && p.operation === 'receive') user.status.begin()(p.error);
+    };
+
+    /** Opens the channel and runs the receiver until close; restarts it after failures. */
+    async function run(): Promise<void> {
+      if (!channel) return;
+      for (let attempt = 0; !controller.signal.aborted; attempt++) {
+        try {
+          const s = await channel.open();
+          if (!store) {
+            store = s;
+            s.on('problem', onProblem);
+          }
+          await s.receive(channel.channelName, emit, { signal: controller.signal, pollInitialMs, pollMaxMs });
+          attempt = 0;
+        } catch (err) {
+          if (controller.signal.aborted) return;
+          // Configuration problems (missing caps, caps mismatch, a second receiver) show on the status and are retried slowly.
+          user.status.begin()(err);
+          node.error(err);
+        }
+        if (controller.signal.aborted) return;
+        await new Promise<void>((r) => {
+          const t = setTimeout(r, Math.min(1000 * 2 ** attempt, 30_000));
+          controller.signal.addEventListener('abort', () => {
+            clearTimeout(t);
+            r();
+          }, { once: true });
+        });
+      }
+    }
+    const running = run();
+
+    node.on('close', (_removed: boolean, done: () => void) => {
+      controller.abort();
+      store?.off('problem', onProblem);
+      // The receiver stops at its next await (a pending read is cancelled on the daemon).
+      const bounded = Promise.race([running, new Promise((r) => setTimeout(r, 5000).unref())]);
+      bounded
+        .then(() => user.close())
+        .catch(() => undefined)
+        .finally(() => done());
+    });
+  }
+  RED.nodes.registerType('katzenpost-channel-receive', KatzenpostChannelReceiveNode as never);
+};

@@ -1,0 +1,21 @@
+/**
+ * katzenpost-encrypt-read: prepares a read of one box (local step, no
+ * network). Make a fresh one for every attempt; never resend an old one to poll.
+ */
+import { defineOperationNode, envelopeFromResult, SIZES } from './shared';
+import type { NodeAPI, NodeDef } from './types';
+
+export = function (RED: NodeAPI): void {
+  defineOperationNode<NodeDef>(RED, {
+    type: 'katzenpost-encrypt-read',
+    credentials: { readCap: { type: 'password' } },
+    async run({ client, msg, buffer, key, callOptions }) {
+      const readCap = key('readCap', 'readCap', SIZES.readCap)!;
+      const index = buffer('messageBoxIndex', { size: SIZES.messageBoxIndex });
+      const r = await client.encryptRead(readCap, index, callOptions());
+      msg.envelope = envelopeFromResult(r, 'read');
+      msg.nextMessageBoxIndex = r.nextMessageBoxIndex;
+      return msg;
+    },
+  });
+};

@@ -1,0 +1,142 @@
+/**
+ * Node status shown under every node that uses a daemon.
+ *
+ * Texts are i18n keys. The editor translates a status text that starts with
+ * a letter or "@" through the node's catalogue; a key of the form
+ * "<namespace>:<key>" reaches another catalogue, so all our shared texts live
+ * once in the katzenpost-daemon catalogue (locales/en-US/katzenpost-daemon.json)
+ * and the core "node-red:common.status.*" keys are reused where they exist.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Node, NodeStatus } from '../types';
+
+function packageName(): string {
+  // dist/nodes/lib/status.js and src/nodes/lib/status.ts are both three levels below the package root.
+  try {
+    const pkg = JSON.parse(readFileSync(join(__dirname, '..', '..', '..', 'package.json'), 'utf8')) as { name?: unknown };
+    if (typeof pkg.name === 'string' && pkg.name) return pkg.name;
+  } catch {
+    // fall through: running from an unusual layout
+  }
+  return '@katzenpost-community/node-red-katzenpost';
+}
+
+/** Node-RED's i18n namespace of the katzenpost-daemon node set ("<module>/<set>"). */
+export const DAEMON_I18N_NAMESPACE = `${packageName()}/katzenpost-daemon`;
+
+/** Status texts (i18n keys). Each translation is shorter than 20 characters. */
+export const STATUS_TEXT = {
+  connecting: 'node-red:common.status.connecting',
+  connected: 'node-red:common.status.connected',
+  disconnected: 'node-red:common.status.disconnected',
+  offline: `${DAEMON_I18N_NAMESPACE}:katzenpost-daemon.status.offline`,
+  working: `${DAEMON_I18N_NAMESPACE}:katzenpost-daemon.status.working`,
+  noDaemon: `${DAEMON_I18N_NAMESPACE}:katzenpost-daemon.status.no-daemon`,
+} as const;
+
+/** What the config node knows about its daemon. */
+export type ConnectionState =
+  /** no user node: nothing to do */
+  | 'idle'
+  /** first connection attempt or retry in progress */
+  | 'connecting'
+  /** handshake done, daemon connected to the mixnet */
+  | 'connected'
+  /** handshake done, daemon reports no mixnet connectivity */
+  | 'offline'
+  /** local socket lost (or never established); retrying */
+  | 'disconnected'
+  /** config node closed */
+  | 'closed';
+
+export function statusForConnection(state: ConnectionState): NodeStatus {
+  switch (state) {
+    case 'connecting':
+      return { fill: 'yellow', shape: 'ring', text: STATUS_TEXT.connecting };
+    case 'connected':
+      return { fill: 'green', shape: 'dot', text: STATUS_TEXT.connected };
+    case 'offline':
+      return { fill: 'yellow', shape: 'dot', text: STATUS_TEXT.offline };
+    case 'disconnected':
+      return { fill: 'red', shape: 'ring', text: STATUS_TEXT.disconnected };
+    default:
+      return {};
+  }
+}
+
+/** A short code for a failed operation's status: the error's `code`, at most 19 characters. */
+export function errorStatusText(err: unknown): string {
+  const code = (err as { code?: unknown } | null)?.code;
+  const text = typeof code === 'string' && code ? code.toLowerCase().replace(/_/g, ' ') : 'error';
+  return text.length < 20 ? text : `${text.slice(0, 18)}…`;
+}
+
+/**
+ * Combines the daemon connection state with the node's own activity. In
+ * order of precedence: a daemon problem (connecting, mixnet offline,
+ * disconnected); a blue "working" dot while operations run; a red ring with
+ * the error code after a failure (until the next operation or connection
+ * change); a node-specific status; "connected".
+ */
+export class StatusController {
+  private connection: ConnectionState = 'idle';
+  private active = 0;
+  private lastError: string | null = null;
+  private extra: NodeStatus | null = null;
+  private closed = false;
+
+  constructor(private readonly node: Node) {}
+
+  setConnection(state: ConnectionState): void {
+    if (state !== this.connection) this.lastError = null;
+    this.connection = state;
+    this.render();
+  }
+
+  get connectionState(): ConnectionState {
+    return this.connection;
+  }
+
+  /** Marks one operation as running; call the returned function when it ends. */
+  begin(): (err?: unknown) => void {
+    this.active++;
+    this.lastError = null;
+    this.render();
+    let ended = false;
+    return (err?: unknown) => {
+      if (ended) return;
+      ended = true;
+      this.active--;
+      if (err !== undefined && err !== null) this.lastError = errorStatusText(err);
+      this.render();
+    };
+  }
+
+  /** A node-specific status shown while idle and connected (e.g. "3 waiting"); null clears it. */
+  setExtra(status: NodeStatus | null): void {
+    this.extra = status;
+    this.render();
+  }
+
+  close(): void {
+    this.closed = true;
+  }
+
+  private render(): void {
+    if (this.closed) return;
+    let s: NodeStatus;
+    const healthy = this.connection === 'connected' || this.connection === 'idle' || this.connection === 'closed';
+    // A daemon problem outranks "working": operations are then waiting on it, and the user should see why.
+    if (!healthy) s = statusForConnection(this.connection);
+    else if (this.active > 0) s = { fill: 'blue', shape: 'dot', text: STATUS_TEXT.working };
+    else if (this.lastError) s = { fill: 'red', shape: 'ring', text: this.lastError };
+    else if (this.extra && this.connection === 'connected') s = this.extra;
+    else s = statusForConnection(this.connection);
+    try {
+      this.node.status(s);
+    } catch {
+      // status() on a node that Node-RED already stopped: nothing to show it on
+    }
+  }
+}

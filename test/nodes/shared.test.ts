@@ -1,0 +1,135 @@
+/**
+ * The shared runtime's input rules, without Node-RED: Buffer coercion,
+ * credential text, timeouts, status texts.
+ */
+import * as assert from 'node:assert/strict';
+import {
+  decodeKeyText,
+  describeValue,
+  errorStatusText,
+  resolveTimeoutMs,
+  statusForConnection,
+  STATUS_TEXT,
+  toBuffer,
+  toInteger,
+} from '../../src/nodes/shared';
+import { InvalidArgumentError } from '../../src/client/errors';
+
+describe('node pack: shared input rules', () => {
+  describe('toBuffer', () => {
+    it('returns the very Buffer it was given (no copy, no mutation)', () => {
+      const b = Buffer.from([1, 2, 3]);
+      const out = toBuffer(b, { name: 'msg.x', size: 3 });
+      assert.equal(out, b);
+      assert.deepEqual([...b], [1, 2, 3]);
+    });
+
+    it('views a Uint8Array without copying', () => {
+      const backing = new Uint8Array([9, 8, 7, 6]);
+      const view = backing.subarray(1, 3);
+      const out = toBuffer(view, { name: 'msg.x', size: 2 });
+      assert.deepEqual([...out], [8, 7]);
+      assert.equal(out.buffer, backing.buffer);
+    });
+
+    it('accepts the JSON form {type:"Buffer", data:[...]}', () => {
+      const json = JSON.parse(JSON.stringify(Buffer.from('abc')));
+      assert.deepEqual(toBuffer(json, { name: 'msg.x' }), Buffer.from('abc'));
+    });
+
+    it('refuses JSON-form data that is not bytes', () => {
+      assert.throws(() => toBuffer({ type: 'Buffer', data: [1, 256] }, { name: 'msg.x' }), /msg\.x: expected a Buffer/);
+    });
+
+    it('refuses strings unless the field takes them, naming the property and the expected size', () => {
+      assert.throws(
+        () => toBuffer('abc', { name: 'msg.writeCap', size: 168 }),
+        (e: Error) => e instanceof InvalidArgumentError && e.message === 'msg.writeCap: expected a Buffer of 168 bytes, got a string',
+      );
+      assert.deepEqual(toBuffer('héllo', { name: 'msg.payload', strings: 'utf8' }), Buffer.from('héllo', 'utf8'));
+      assert.deepEqual(toBuffer('0a0b', { name: 'x', strings: 'hex' }), Buffer.from([10, 11]));
+      assert.throws(() => toBuffer('0a0', { name: 'x', strings: 'hex' }), /not hex/);
+      assert.deepEqual(toBuffer('AQID', { name: 'x', strings: 'base64' }), Buffer.from([1, 2, 3]));
+    });
+
+    it('checks exact size, emptiness and the upper bound with readable messages', () => {
+      assert.throws(() => toBuffer(Buffer.alloc(104), { name: 'msg.writeCap', size: 168 }), {
+        message: 'msg.writeCap: expected a Buffer of 168 bytes, got 104 bytes',
+      });
+      assert.throws(() => toBuffer(Buffer.alloc(0), { name: 'msg.payload', nonEmpty: true }), /msg\.payload: expected a non-empty Buffer, got an empty value/);
+      assert.throws(() => toBuffer(Buffer.alloc(1554), { name: 'msg.payload', max: 1553, maxReason: 'one box' }), {
+        message: 'msg.payload: expected at most 1553 bytes (one box), got 1554 bytes',
+      });
+    });
+
+    it('describes missing and odd values without revealing them', () => {
+      assert.throws(() => toBuffer(undefined, { name: 'msg.readCap', size: 136 }), /msg\.readCap: expected a Buffer of 136 bytes, got undefined \(missing\)/);
+      assert.equal(describeValue(null), 'null');
+      assert.equal(describeValue(42), 'the number 42');
+      assert.equal(describeValue({ a: 1 }), 'an object');
+      assert.equal(describeValue([1, 2]), 'an array of 2 items');
+      assert.equal(describeValue('secret'), 'a string');
+    });
+  });
+
+  describe('decodeKeyText (credential fields)', () => {
+    const cap = Buffer.alloc(168, 0xab);
+
+    it('reads hex and base64 by their length', () => {
+      assert.deepEqual(decodeKeyText(cap.toString('hex'), 'cap', 168), cap);
+      assert.deepEqual(decodeKeyText(cap.toString('base64'), 'cap', 168), cap);
+      assert.deepEqual(decodeKeyText(cap.toString('base64url'), 'cap', 168), cap);
+      assert.deepEqual(decodeKeyText(` ${cap.toString('hex').slice(0, 100)}\n${cap.toString('hex').slice(100)} `, 'cap', 168), cap);
+    });
+
+    it('names the field and the expected encodings, never the text', () => {
+      const text = 'deadbeef'.repeat(5);
+      assert.throws(
+        () => decodeKeyText(text, 'katzenpost-resend credentials: write cap', 168),
+        (e: Error) =>
+          e.message ===
+            'katzenpost-resend credentials: write cap: expected 168 bytes as hex (336 characters) or base64 (224 characters), got 40 characters' &&
+          !e.message.includes('deadbeef'),
+      );
+    });
+  });
+
+  describe('resolveTimeoutMs', () => {
+    it('msg.timeout (ms) wins over the node field (s), which wins over the default', () => {
+      assert.equal(resolveTimeoutMs({ timeout: 250 }, '5', 1000), 250);
+      assert.equal(resolveTimeoutMs({}, '5', 1000), 5000);
+      assert.equal(resolveTimeoutMs({}, '', 1000), 1000);
+      assert.equal(resolveTimeoutMs({}, '', undefined), undefined);
+      assert.equal(resolveTimeoutMs({ timeout: '300' }, '', undefined), 300);
+    });
+
+    it('0 means no timeout', () => {
+      assert.equal(resolveTimeoutMs({ timeout: 0 }, '5', 1000), undefined);
+      assert.equal(resolveTimeoutMs({}, '0', 1000), undefined);
+    });
+
+    it('a bad msg.timeout is an error naming it', () => {
+      assert.throws(() => resolveTimeoutMs({ timeout: 'soon' }, '', undefined), /msg\.timeout: expected a number of milliseconds/);
+      assert.throws(() => resolveTimeoutMs({ timeout: -1 }, '', undefined), /msg\.timeout/);
+    });
+  });
+
+  it('toInteger takes numbers and decimal strings in range', () => {
+    assert.equal(toInteger('7', 'msg.count', 1, 10), 7);
+    assert.equal(toInteger(3, 'msg.count', 1, 10), 3);
+    assert.throws(() => toInteger(11, 'msg.count', 1, 10), /msg\.count: expected an integer from 1 to 10, got the number 11/);
+    assert.throws(() => toInteger('x', 'msg.count', 1, 10), /got a string/);
+    assert.throws(() => toInteger(1.5, 'msg.count', 1, 10), /msg\.count/);
+  });
+
+  it('status texts are i18n keys whose shapes follow the conventions', () => {
+    assert.deepEqual(statusForConnection('connecting'), { fill: 'yellow', shape: 'ring', text: STATUS_TEXT.connecting });
+    assert.deepEqual(statusForConnection('connected'), { fill: 'green', shape: 'dot', text: STATUS_TEXT.connected });
+    assert.deepEqual(statusForConnection('offline'), { fill: 'yellow', shape: 'dot', text: STATUS_TEXT.offline });
+    assert.deepEqual(statusForConnection('disconnected'), { fill: 'red', shape: 'ring', text: STATUS_TEXT.disconnected });
+    assert.deepEqual(statusForConnection('idle'), {});
+    assert.match(STATUS_TEXT.offline, /^@katzenpost-community\/node-red-katzenpost\/katzenpost-daemon:katzenpost-daemon\.status\.offline$/);
+    assert.equal(errorStatusText(new InvalidArgumentError('x', 'y')), 'invalid argument');
+    assert.ok(errorStatusText({ code: 'A_VERY_LONG_ERROR_CODE_INDEED' }).length < 20);
+  });
+});
