@@ -4,6 +4,7 @@
  * structural subset of `ThinClient`, so any ThinClient instance can be passed
  * directly.
  */
+import type { ResendParams } from '../client/client';
 import type { PigeonholeGeometry } from '../client/wire';
 
 /** The result of an encrypt_read / encrypt_write call. */
@@ -14,16 +15,15 @@ export interface ChannelEncryptResult {
   nextMessageBoxIndex: Buffer;
 }
 
-/** Parameters of start_resending_encrypted_message (and its variants). */
-export interface ChannelResendParams {
-  readCap?: Uint8Array | null;
-  writeCap?: Uint8Array | null;
-  messageBoxIndex?: Uint8Array | null;
-  replyIndex?: number | null;
-  envelopeDescriptor: Uint8Array;
-  messageCiphertext: Uint8Array;
-  envelopeHash: Uint8Array;
-}
+/**
+ * Parameters of start_resending_encrypted_message (and its variants): the
+ * client's own ResendParams without the flags, which the store never sets
+ * (it picks the variant method instead).
+ */
+export type ChannelResendParams = Pick<
+  ResendParams,
+  'readCap' | 'writeCap' | 'messageBoxIndex' | 'replyIndex' | 'envelopeDescriptor' | 'messageCiphertext' | 'envelopeHash'
+>;
 
 /** The thin-client methods the store uses (a structural subset of ThinClient). */
 export interface ChannelClient {

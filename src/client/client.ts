@@ -251,6 +251,8 @@ interface Pending {
   written: boolean;
   /** Cancelled by the application: never replay it. */
   cancelled: boolean;
+  /** Called after each write (starts a deadline that counts from the first write). */
+  onWritten: (() => void) | null;
   resolve: (body: Record<string, unknown>) => void;
   reject: (err: Error) => void;
 }
@@ -265,6 +267,8 @@ interface CallSpec {
   /** The argument blamed if the frame exceeds maxFrameLength. */
   sizeArg: string;
   timeoutMs?: number;
+  /** The deadline starts at the first write instead of now (requests queued while the socket is down). */
+  timeoutFromWrite?: boolean;
   signal?: AbortSignal;
   arq?: ArqIdentity;
 }
@@ -483,8 +487,8 @@ export class ThinClient extends EventEmitter<EventArgs> {
   async getPkiDocumentRaw(epoch: number | bigint = 0, opts?: CallOptions): Promise<RawPkiDocument> {
     const e = u64Arg('epoch', epoch);
     const reply = await this.localCall('get_pki_document', requestBodies.getPkiDocument(newQueryId(), e), 'getPkiDocumentRaw', 'epoch', opts);
-    throwIf(errorForGenericCode('get_pki_document', code(reply)));
-    return { payload: requireBytes(reply, 'payload', 'get_pki_document_reply'), epoch: toBigInt(reply.epoch) };
+    throwIf(errorForGenericCode('get_pki_document', code(reply, 'get_pki_document')));
+    return { payload: requireBytes(reply, 'payload', 'get_pki_document_reply'), epoch: u64Field(reply, 'epoch', 'get_pki_document_reply') };
   }
 
   /** Every service offering `capability` (e.g. "echo", "courier"). @throws ServiceNotFoundError */
@@ -546,9 +550,14 @@ export class ThinClient extends EventEmitter<EventArgs> {
 
   /**
    * Send with a fresh SURB and wait for the reply's payload (§7.5).
+   * A lost daemon connection does not end the wait by itself: if the
+   * reconnect resumes the session, the reply the daemon queued meanwhile
+   * still arrives.
    * @throws InvalidArgumentError, ThinClientOfflineError, ThinClientTimeoutError (default 30 s),
    *         OperationCancelledError (signal), DaemonDisconnectedError ("connection lost": the daemon
-   *         went offline), KatzenpostError SEND_FAILED (message_sent_event carried an error)
+   *         went offline, restarted, or did not resume the session after a reconnect; or the
+   *         connection dropped with reconnect disabled), KatzenpostError SEND_FAILED
+   *         (message_sent_event carried an error)
    */
   async blockingSendMessage(
     payload: Uint8Array | string,
@@ -607,7 +616,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
   async newKeypair(seed: Uint8Array, opts?: CallOptions): Promise<KeypairResult> {
     const s = exactBytes('seed', seed, SEED_LENGTH);
     const reply = await this.localCall('new_keypair', requestBodies.newKeypair(newQueryId(), s), 'newKeypair', 'seed', opts);
-    throwIf(errorForGenericCode('new_keypair', code(reply)));
+    throwIf(errorForGenericCode('new_keypair', code(reply, 'new_keypair')));
     const k = 'new_keypair_reply';
     return {
       writeCap: requireBytes(reply, 'write_cap', k),
@@ -623,7 +632,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
   async nextMessageBoxIndex(index: Uint8Array, opts?: CallOptions): Promise<Buffer> {
     const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
     const reply = await this.localCall('next_message_box_index', requestBodies.nextMessageBoxIndex(newQueryId(), idx), 'nextMessageBoxIndex', 'index', opts);
-    throwIf(errorForGenericCode('next_message_box_index', code(reply)));
+    throwIf(errorForGenericCode('next_message_box_index', code(reply, 'next_message_box_index')));
     return requireBytes(reply, 'next_message_box_index', 'next_message_box_index_reply');
   }
 
@@ -640,8 +649,8 @@ export class ThinClient extends EventEmitter<EventArgs> {
       'index',
       opts,
     );
-    throwIf(errorForGenericCode('get_message_box_index_counter', code(reply)));
-    return toBigInt(reply.counter);
+    throwIf(errorForGenericCode('get_message_box_index_counter', code(reply, 'get_message_box_index_counter')));
+    return u64Field(reply, 'counter', 'get_message_box_index_counter_reply');
   }
 
   /**
@@ -653,7 +662,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     const rc = exactBytes('readCap', readCap, READ_CAP_LENGTH);
     const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
     const reply = await this.localCall('encrypt_read', requestBodies.encryptRead(newQueryId(), rc, idx), 'encryptRead', 'readCap', opts);
-    throwIf(errorForGenericCode('encrypt_read', code(reply)));
+    throwIf(errorForGenericCode('encrypt_read', code(reply, 'encrypt_read')));
     return encryptResult(reply, 'encrypt_read_reply');
   }
 
@@ -667,7 +676,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     const wc = exactBytes('writeCap', writeCap, WRITE_CAP_LENGTH);
     const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
     const reply = await this.localCall('encrypt_write', requestBodies.encryptWrite(newQueryId(), pt, wc, idx), 'encryptWrite', 'plaintext', opts);
-    throwIf(errorForGenericCode('encrypt_write', code(reply)));
+    throwIf(errorForGenericCode('encrypt_write', code(reply, 'encrypt_write')));
     return encryptResult(reply, 'encrypt_write_reply');
   }
 
@@ -752,7 +761,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     const body = requestBodies.createCourierEnvelopesFromPayload(newQueryId(), p, wc, idx, booleanArg('isStart', isStart), booleanArg('isLast', isLast));
     const kind = 'create_courier_envelopes_from_payload';
     const reply = await this.localCall(kind, body, 'createCourierEnvelopesFromPayload', 'payload', opts);
-    throwIf(errorForGenericCode(kind, code(reply)));
+    throwIf(errorForGenericCode(kind, code(reply, kind)));
     return { envelopes: bytesList(reply.envelopes), nextDestIndex: requireBytes(reply, 'next_dest_index', `${kind}_reply`) };
   }
 
@@ -785,7 +794,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     const kind = 'create_courier_envelopes_from_multi_payload';
     const body = requestBodies.createCourierEnvelopesFromMultiPayload(newQueryId(), dests, booleanArg('isStart', isStart), booleanArg('isLast', isLast), buf);
     const reply = await this.localCall(kind, body, 'createCourierEnvelopesFromMultiPayload', 'destinations', opts);
-    throwIf(errorForGenericCode(kind, code(reply)));
+    throwIf(errorForGenericCode(kind, code(reply, kind)));
     return {
       envelopes: bytesList(reply.envelopes),
       buffer: bytesOrNull(reply.buffer),
@@ -822,7 +831,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
       buf,
     );
     const reply = await this.localCall(kind, body, 'createCourierEnvelopesFromTombstoneRange', 'buffer', opts);
-    throwIf(errorForGenericCode(kind, code(reply)));
+    throwIf(errorForGenericCode(kind, code(reply, kind)));
     return {
       envelopes: bytesList(reply.envelopes),
       buffer: bytesOrNull(reply.buffer),
@@ -856,7 +865,14 @@ export class ThinClient extends EventEmitter<EventArgs> {
       signal: optionalSignal('signal', opts.signal),
       arq: { key: hash.toString('hex'), hash, cancelKind: 'cancel_resending_copy_command' },
     });
-    throwIf(errorForCopyCode(code(reply), toNumber(reply.replica_error_code), toNumber(reply.failed_envelope_index)));
+    const replyKind = 'start_resending_copy_command_reply';
+    throwIf(
+      errorForCopyCode(
+        code(reply, 'start_resending_copy_command'),
+        intField(reply, 'replica_error_code', replyKind),
+        intField(reply, 'failed_envelope_index', replyKind),
+      ),
+    );
   }
 
   /**
@@ -977,6 +993,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
         arq: spec.arq ?? null,
         written: false,
         cancelled: false,
+        onWritten: null,
         resolve: (b) => {
           settle();
           resolve(b);
@@ -986,37 +1003,52 @@ export class ThinClient extends EventEmitter<EventArgs> {
           reject(e);
         },
       };
-      if (spec.timeoutMs !== undefined) {
+      const armDeadline = () => {
+        if (spec.timeoutMs === undefined || timer !== undefined) return;
         const ms = spec.timeoutMs;
         timer = setTimeout(() => {
           const waiting = this.state === 'connected' ? '' : ' (the daemon connection is down)';
           this.abandon(p, new ThinClientTimeoutError(`${spec.op} timed out after ${ms} ms${waiting}`));
         }, ms);
-      }
+      };
+      if (spec.timeoutFromWrite) p.onWritten = armDeadline;
+      else armDeadline();
       spec.signal?.addEventListener('abort', onAbort, { once: true });
       this.pending.set(p.key, p);
       // Added just before the first write (§2.6), removed when the call settles.
       if (p.arq) this.arqInFlight.set(p.arq.key, p);
-      if (this.state === 'connected' && this.active && this.write(this.active, frame)) p.written = true;
+      if (this.state === 'connected' && this.active && this.write(this.active, frame)) {
+        p.written = true;
+        p.onWritten?.();
+      }
     });
   }
 
-  /** The caller gave up (timeout / abort). An ARQ operation the daemon knows of is cancelled there too. */
+  /**
+   * The caller gave up (timeout / abort). An ARQ operation the daemon knows
+   * of is cancelled there too - also when the socket is down right now: a
+   * resumed session still runs the operation, so the cancel waits in
+   * `pending` and goes out on the next connection, in call order (before
+   * any later start with the same identity). Only close()/disconnect()
+   * drop it: thin_close ends the daemon session, and an idle client no
+   * longer owns one.
+   */
   private abandon(p: Pending, err: Error): void {
     if (this.pending.get(p.key) !== p) return;
-    const tellDaemon = p.arq !== null && p.written && !p.cancelled;
+    const arq = p.arq;
+    const tellDaemon = arq !== null && p.written && !p.cancelled;
     p.reject(err);
-    if (tellDaemon && p.arq && this.state === 'connected') {
-      const body =
-        p.arq.cancelKind === 'cancel_resending_copy_command'
-          ? requestBodies.cancelResendingCopyCommand(newQueryId(), p.arq.hash)
-          : requestBodies.cancelResendingEncryptedMessage(newQueryId(), p.arq.hash);
-      // Best effort: the caller already has its answer.
-      this.localCall(p.arq.cancelKind, body, `${p.op} (cancel)`, 'hash').then(
-        (reply) => this.log.debug(`${p.op}: daemon-side cancel answered ${code(reply)}`),
-        (e: Error) => this.log.debug(`${p.op}: daemon-side cancel failed: ${e.message}`),
-      );
-    }
+    if (!arq || !tellDaemon || (this.state !== 'connected' && this.state !== 'reconnecting')) return;
+    const body =
+      arq.cancelKind === 'cancel_resending_copy_command'
+        ? requestBodies.cancelResendingCopyCommand(newQueryId(), arq.hash)
+        : requestBodies.cancelResendingEncryptedMessage(newQueryId(), arq.hash);
+    // Best effort: the caller already has its answer. The deadline counts
+    // from the write, so a long reconnect does not expire the queued cancel.
+    this.call(arq.cancelKind, body, { op: `${p.op} (cancel)`, sizeArg: 'hash', timeoutMs: this.requestTimeoutMs, timeoutFromWrite: true }).then(
+      (reply) => this.log.debug(`${p.op}: daemon-side cancel answered ${describeValue(reply.error_code)}`),
+      (e: Error) => this.log.debug(`${p.op}: daemon-side cancel failed: ${e.message}`),
+    );
   }
 
   private async startResending(
@@ -1061,7 +1093,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
       signal: optionalSignal('signal', opts?.signal),
       arq: { key: envelopeHash.toString('hex'), hash: envelopeHash, cancelKind: 'cancel_resending_encrypted_message' },
     });
-    throwIf(errorForResendCode(code(reply)));
+    throwIf(errorForResendCode(code(reply, 'start_resending_encrypted_message')));
     return {
       plaintext: bytesOrNull(reply.plaintext),
       courierIdentityHash: bytesOrNull(reply.courier_identity_hash),
@@ -1089,7 +1121,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     }
     try {
       const reply = await this.localCall(kind, body, op, 'hash', opts);
-      throwIf(errorForGenericCode(kind, code(reply)));
+      throwIf(errorForGenericCode(kind, code(reply, kind)));
     } finally {
       if (target && this.pending.get(target.key) === target) target.reject(new StartResendingCancelledError());
     }
@@ -1234,6 +1266,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     this.active = conn;
     this.state = 'connected';
     this.reconnectAttempt = 0;
+    if (reconnecting && (daemonRestarted || !this.sessionResumed)) this.rejectLostSurbWaiters(daemonRestarted);
     // A new daemon (or one that forgot our session) knows nothing of our ARQ
     // operations, so they are replayed; a resumed session still has them.
     const replayed = this.flushPending(conn, daemonRestarted || !this.sessionResumed);
@@ -1261,8 +1294,22 @@ export class ThinClient extends EventEmitter<EventArgs> {
       if (!this.write(conn, p.frame)) break;
       if (p.arq && p.written) replayed++;
       p.written = true;
+      p.onWritten?.();
     }
     return replayed;
+  }
+
+  /**
+   * A legacy reply comes back to the daemon session that sent the message,
+   * never to a new one: after a daemon restart or a session the daemon did
+   * not resume it cannot arrive, so its waiters fail now instead of at their
+   * timeout. (A resumed session gets its queued replies after session_token_reply.)
+   */
+  private rejectLostSurbWaiters(daemonRestarted: boolean): void {
+    const why = daemonRestarted
+      ? 'connection lost: the daemon restarted; the reply cannot arrive'
+      : 'connection lost: the daemon did not resume the session; the reply cannot arrive';
+    for (const w of [...this.surbWaiters.values()]) w.reject(new DaemonDisconnectedError(why));
   }
 
   private onClose(conn: Connection): void {
@@ -1477,8 +1524,8 @@ export class ThinClient extends EventEmitter<EventArgs> {
       type: 'messageSent',
       messageId: bytesOrNull(body.message_id),
       surbId,
-      sentAt: body.sent_at === null || body.sent_at === undefined ? null : new Date(Number(toBigInt(body.sent_at)) * 1000),
-      replyEtaMs: Number(toBigInt(body.reply_eta)) / 1e6,
+      sentAt: body.sent_at === null || body.sent_at === undefined ? null : new Date(Number(u64Field(body, 'sent_at', 'message_sent_event')) * 1000),
+      replyEtaMs: Number(u64Field(body, 'reply_eta', 'message_sent_event')) / 1e6,
       err,
     });
     if (err && surbId) {
@@ -1489,13 +1536,13 @@ export class ThinClient extends EventEmitter<EventArgs> {
   private onMessageReply(body: Record<string, unknown>): void {
     const surbId = bytesOrNull(body.surbid);
     const payload = bytesOrNull(body.payload);
-    const errorCode = toNumber(body.error_code);
+    const errorCode = intField(body, 'error_code', 'message_reply_event');
     this.publish({
       type: 'messageReply',
       messageId: bytesOrNull(body.message_id),
       surbId: surbId ?? Buffer.alloc(0),
       payload,
-      replyIndex: body.reply_index === null || body.reply_index === undefined ? null : toNumber(body.reply_index),
+      replyIndex: body.reply_index === null || body.reply_index === undefined ? null : intField(body, 'reply_index', 'message_reply_event'),
       errorCode,
     });
     const waiter = surbId ? this.surbWaiters.get(surbId.toString('hex')) : undefined;
@@ -1535,8 +1582,31 @@ function throwIf(err: Error | null): void {
   if (err) throw err;
 }
 
-function code(reply: Record<string, unknown>): number {
-  return toNumber(reply.error_code, 'error_code');
+/** The error_code of the reply to a `requestKind` request. @throws ProtocolError when it is not an integer */
+function code(reply: Record<string, unknown>, requestKind: RequestKind): number {
+  return intField(reply, 'error_code', replyKindOf(requestKind));
+}
+
+/**
+ * A numeric field of a daemon frame. A malformed one (a string, a float, a
+ * value beyond 2^53) is the daemon breaking the protocol: ProtocolError
+ * naming the frame kind and the field, never a bare TypeError/RangeError.
+ */
+function intField(body: Record<string, unknown>, field: string, kind: string): number {
+  try {
+    return toNumber(body[field], field);
+  } catch (e) {
+    throw new ProtocolError(`${kind}: ${errorText(e)}`);
+  }
+}
+
+/** A u64 field of a daemon frame as bigint; ProtocolError (kind and field) when malformed. */
+function u64Field(body: Record<string, unknown>, field: string, kind: string): bigint {
+  try {
+    return toBigInt(body[field], field);
+  } catch (e) {
+    throw new ProtocolError(`${kind}: ${errorText(e)}`);
+  }
 }
 
 /** A success reply must carry its blobs; a daemon that omits one is broken. */
@@ -1586,7 +1656,11 @@ function parseGeometry<T>(v: unknown, keys: readonly string[], name: string, tex
       if (typeof val !== 'number' && typeof val !== 'bigint') {
         throw new ProtocolError(`connection_status_event: ${name}.${key} must be an unsigned integer, got ${describeValue(val)}`);
       }
-      out[key] = toNumber(val, `${name}.${key}`);
+      try {
+        out[key] = toNumber(val, `${name}.${key}`);
+      } catch (e) {
+        throw new ProtocolError(`connection_status_event: ${errorText(e)}`);
+      }
     }
   }
   return out as T;

@@ -218,9 +218,18 @@ function normaliseMaps(v: any): any {
   return v;
 }
 
-/** Numbers that may have arrived as bigint (64-bit encodings) back to number when exact. */
+/**
+ * An integer field that may have arrived as bigint (64-bit encodings), back
+ * to number when exact. null/absent is 0. Anything else - text, a float
+ * with a fraction, NaN - is a TypeError naming the field; a value beyond
+ * 2^53 a RangeError.
+ */
 export function toNumber(v: unknown, field = 'value'): number {
-  if (typeof v === 'number') return v;
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v)) throw new TypeError(`${field}: expected an integer, got ${v}`);
+    if (!Number.isSafeInteger(v)) throw new RangeError(`${field} ${v} does not fit a JavaScript number exactly`);
+    return v;
+  }
   if (typeof v === 'bigint') {
     if (v <= BigInt(Number.MAX_SAFE_INTEGER) && v >= BigInt(Number.MIN_SAFE_INTEGER)) return Number(v);
     throw new RangeError(`${field} ${v} does not fit a JavaScript number`);
@@ -229,11 +238,19 @@ export function toNumber(v: unknown, field = 'value'): number {
   throw new TypeError(`${field}: expected an integer, got ${typeof v}`);
 }
 
-/** A u64 as bigint (counters: the first index counter is a random value near 2^62). */
-export function toBigInt(v: unknown): bigint {
+/**
+ * A u64 as bigint (counters: the first index counter is a random value near
+ * 2^62). null/absent is 0n; text, a float with a fraction and the like are a
+ * TypeError naming the field, as in toNumber.
+ */
+export function toBigInt(v: unknown, field = 'value'): bigint {
   if (typeof v === 'bigint') return v;
-  if (typeof v === 'number') return BigInt(v);
-  return 0n;
+  if (typeof v === 'number') {
+    if (!Number.isInteger(v)) throw new TypeError(`${field}: expected an integer, got ${v}`);
+    return BigInt(v);
+  }
+  if (v === null || v === undefined) return 0n;
+  throw new TypeError(`${field}: expected an integer, got ${typeof v}`);
 }
 
 /**

@@ -181,6 +181,22 @@ describe('ThinClient against a scripted daemon', function () {
       assert.match(err.message, /pigeonhole_geometry is missing/);
     });
 
+    it('rejects a geometry number that is a fraction or beyond 2^53 with ProtocolError naming it', async () => {
+      for (const [value, why] of [
+        [1.5, /sphinx_geometry\.SURBLength: expected an integer, got 1\.5/],
+        [1n << 60n, /sphinx_geometry\.SURBLength 1152921504606846976 does not fit/],
+      ] as const) {
+        const c = newClient();
+        const p = rejectionOf(c.connect());
+        const conn = await daemon.accept();
+        conn.sendStatus({ sphinx: { ...DEFAULT_SPHINX_GEOMETRY, SURBLength: value } });
+        const err = await p;
+        assert.ok(err instanceof ProtocolError, String(err));
+        assert.match(err.message, /^connection_status_event: /);
+        assert.match(err.message, why);
+      }
+    });
+
     it('processes status, PKI and queued frames that arrive before session_token_reply', async () => {
       const c = newClient();
       const seen: string[] = [];
@@ -429,6 +445,34 @@ describe('ThinClient against a scripted daemon', function () {
       assert.ok((await rejectionOf(broken)) instanceof ProtocolError);
     });
 
+    it('a malformed numeric reply field is a ProtocolError naming the reply kind and the field; the connection stays up', async () => {
+      const [c, conn] = await connected();
+      const expectProtocolError = async (p: Promise<unknown>, kind: string, reply: Record<string, unknown>, message: RegExp) => {
+        const rejected = rejectionOf(p);
+        await conn.reply(kind, reply);
+        const err = await rejected;
+        assert.ok(err instanceof ProtocolError, `${kind}: ${err}`);
+        assert.match(err.message, message);
+      };
+      await expectProtocolError(c.nextMessageBoxIndex(IDX), 'next_message_box_index', { next_message_box_index: IDX, error_code: 'x' }, /^next_message_box_index_reply: error_code: expected an integer, got string$/);
+      await expectProtocolError(c.newKeypair(Buffer.alloc(32)), 'new_keypair', { write_cap: WC, read_cap: RC, first_message_index: IDX, error_code: 1.5 }, /^new_keypair_reply: error_code: expected an integer, got 1\.5$/);
+      // A u64 that is text or a fraction is not 0n, nor a RangeError from BigInt().
+      await expectProtocolError(c.getMessageBoxIndexCounter(IDX), 'get_message_box_index_counter', { counter: '42', error_code: 0 }, /^get_message_box_index_counter_reply: counter: expected an integer, got string$/);
+      await expectProtocolError(c.getMessageBoxIndexCounter(IDX), 'get_message_box_index_counter', { counter: 2.5, error_code: 0 }, /^get_message_box_index_counter_reply: counter: expected an integer, got 2\.5$/);
+      await expectProtocolError(c.getPkiDocumentRaw(), 'get_pki_document', { payload: Buffer.from('signed'), epoch: 'now', error_code: 0 }, /^get_pki_document_reply: epoch: expected an integer, got string$/);
+      await expectProtocolError(c.startResendingCopyCommand(WC), 'start_resending_copy_command', { error_code: 0, replica_error_code: [1], failed_envelope_index: 0 }, /^start_resending_copy_command_reply: replica_error_code: expected an integer, got object$/);
+      await expectProtocolError(
+        c.startResendingEncryptedMessage({ writeCap: WC, envelopeDescriptor: Buffer.from([1]), messageCiphertext: Buffer.from([2]), envelopeHash: HASH }),
+        'start_resending_encrypted_message',
+        { plaintext: null, error_code: u64(1n << 60n), courier_identity_hash: null, courier_queue_id: null },
+        /^start_resending_encrypted_message_reply: error_code 1152921504606846976 does not fit/,
+      );
+      assert.equal(c.isDaemonConnected(), true);
+      const ok = c.getMessageBoxIndexCounter(IDX);
+      await conn.reply('get_message_box_index_counter', { counter: u64((1n << 62n) + 3n), error_code: 0 });
+      assert.equal(await ok, (1n << 62n) + 3n);
+    });
+
     it('times out a local request with ThinClientTimeoutError naming the operation', async () => {
       const [c] = await connected({ requestTimeoutMs: 80 });
       const err = await rejectionOf(c.encryptRead(RC, IDX));
@@ -665,6 +709,29 @@ describe('ThinClient against a scripted daemon', function () {
       assert.equal(c.isDaemonConnected(), true, 'the read loop survived the throwing listeners');
     });
 
+    it('a malformed numeric event field is a ProtocolError naming the event and the field (a read error, then a reconnect)', async () => {
+      const [c, conn] = await connected();
+      const sent: ThinClientEvent[] = [];
+      c.on('messageSent', (e) => sent.push(e));
+      let current = conn;
+      for (const [frame, why] of [
+        [['message_sent_event', { message_id: null, surbid: Buffer.alloc(16), sent_at: 'yesterday', reply_eta: 0, err: null }], /^message_sent_event: sent_at: expected an integer, got string$/],
+        [['message_sent_event', { message_id: null, surbid: Buffer.alloc(16), sent_at: 1, reply_eta: 0.5, err: null }], /^message_sent_event: reply_eta: expected an integer, got 0\.5$/],
+        [['message_reply_event', { message_id: null, surbid: Buffer.alloc(16), payload: null, reply_index: null, error_code: 'x' }], /^message_reply_event: error_code: expected an integer, got string$/],
+        [['message_reply_event', { message_id: null, surbid: Buffer.alloc(16), payload: null, reply_index: 1.25, error_code: 0 }], /^message_reply_event: reply_index: expected an integer, got 1\.25$/],
+      ] as [Parameters<FakeConnection['send']>, RegExp][]) {
+        const disc = new Promise<any>((r) => c.once('daemonDisconnected', r));
+        current.send(...frame);
+        const e = await disc;
+        assert.ok(e.error instanceof ProtocolError, String(e.error));
+        assert.match(e.error.message, why);
+        current = await daemon.accept();
+        await current.handshake({ instanceToken: TOKEN_A, resumed: true });
+        await waitFor(() => c.isDaemonConnected());
+      }
+      assert.deepEqual(sent, [], 'no event with an invented value (sent_at 0 = 1970) was published');
+    });
+
     it('iterators buffer without limit, end on abort, and end when the client closes', async () => {
       const [c, conn] = await connected();
       const ac = new AbortController();
@@ -764,6 +831,100 @@ describe('ThinClient against a scripted daemon', function () {
       // The resumed daemon still answers the original query.
       conn2.send('start_resending_encrypted_message_reply', { query_id: s1.body.query_id, plaintext: null, error_code: 0, courier_identity_hash: null, courier_queue_id: null });
       await arq;
+    });
+
+    it('an ARQ call aborted or timed out while the socket is down is cancelled on the resumed session, before a new start of the same identity', async () => {
+      const [c, conn] = await connected({ requestTimeoutMs: 100 });
+      const ac = new AbortController();
+      const aborted = rejectionOf(c.startResendingEncryptedMessage(write, { signal: ac.signal }));
+      const timedOut = rejectionOf(c.startResendingCopyCommand(WC, { timeoutMs: 150 }));
+      await conn.next('start_resending_encrypted_message');
+      await conn.next('start_resending_copy_command');
+      const down = new Promise((r) => c.once('daemonDisconnected', r));
+      conn.destroy();
+      await down;
+      ac.abort();
+      assert.ok((await aborted) instanceof OperationCancelledError);
+      const t = await timedOut;
+      assert.ok(t instanceof ThinClientTimeoutError);
+      assert.match(t.message, /the daemon connection is down/);
+      // The caller retries the same write while still disconnected.
+      const again = c.startResendingEncryptedMessage(write);
+      const conn2 = await daemon.accept();
+      // A reconnect longer than requestTimeoutMs: the queued cancels' deadline starts at their write.
+      await sleep(250);
+      await conn2.handshake({ instanceToken: TOKEN_A, resumed: true });
+      const cancel = await conn2.next('cancel_resending_encrypted_message');
+      assert.deepEqual(cancel.body.envelope_hash, HASH);
+      const copyCancel = await conn2.next('cancel_resending_copy_command');
+      assert.deepEqual(copyCancel.body.write_cap_hash, ThinClient.writeCapHash(WC));
+      const restart = await conn2.next('start_resending_encrypted_message');
+      const kinds = conn2.requests.map((r) => r.kind);
+      assert.ok(kinds.indexOf('cancel_resending_encrypted_message') < kinds.indexOf('start_resending_encrypted_message'), `order: ${kinds}`);
+      // The resumed daemon answers the old start (24), both cancels and the new start.
+      conn2.send('cancel_resending_encrypted_message_reply', { query_id: cancel.body.query_id, error_code: 0 });
+      conn2.send('cancel_resending_copy_command_reply', { query_id: copyCancel.body.query_id, error_code: 0 });
+      conn2.send('start_resending_encrypted_message_reply', { query_id: restart.body.query_id, plaintext: null, error_code: 0, courier_identity_hash: null, courier_queue_id: null });
+      await again;
+      await sleep(20);
+      assert.deepEqual(
+        conn2.requests.map((r) => r.kind).filter((k) => k !== 'session_token'),
+        ['cancel_resending_encrypted_message', 'cancel_resending_copy_command', 'start_resending_encrypted_message'],
+        'the abandoned operations were not replayed',
+      );
+    });
+
+    it('a cancel queued while reconnecting is dropped quietly by close()', async () => {
+      const debug: string[] = [];
+      const logger = { debug: (m: string) => debug.push(m), info() {}, warn() {}, error() {} };
+      const [c, conn] = await connected({ logger, reconnectInitialDelayMs: 5000, reconnectMaxDelayMs: 5000 });
+      const ac = new AbortController();
+      const aborted = rejectionOf(c.startResendingEncryptedMessage(write, { signal: ac.signal }));
+      await conn.next('start_resending_encrypted_message');
+      const down = new Promise((r) => c.once('daemonDisconnected', r));
+      conn.destroy();
+      await down;
+      ac.abort();
+      assert.ok((await aborted) instanceof OperationCancelledError);
+      await c.close();
+      await waitFor(() => debug.some((m) => /startResendingEncryptedMessage: daemon-side cancel failed: the client was closed/.test(m)), 2000, 'the queued cancel to be dropped');
+      assert.equal(daemon.connections.length, 1, 'no reconnect after close()');
+    });
+
+    it('blockingSendMessage keeps waiting across a resumed reconnect: the reply the daemon queued arrives', async () => {
+      const [c, conn] = await connected();
+      const echo = c.getService('echo');
+      const reply = c.blockingSendMessage('q', echo.destinationIdHash, echo.recipientQueueId, { timeoutMs: 5000 });
+      const req = await conn.next('send_message');
+      conn.destroy();
+      const conn2 = await daemon.accept();
+      await conn2.handshake({ instanceToken: TOKEN_A, resumed: true });
+      // Frames the daemon queued for the session follow session_token_reply.
+      conn2.send('message_reply_event', { message_id: null, surbid: req.body.surbid, payload: Buffer.from('q\0'), error_code: 0 });
+      assert.deepEqual(await reply, Buffer.from('q\0'));
+    });
+
+    it('blockingSendMessage rejects at once when the reconnect finds a restarted daemon or an unresumed session', async () => {
+      const [c, conn] = await connected();
+      const echo = c.getService('echo');
+      const cases = [
+        { hs: { instanceToken: TOKEN_B, resumed: false }, why: /^connection lost: the daemon restarted; the reply cannot arrive$/ },
+        { hs: { instanceToken: TOKEN_B, resumed: false }, why: /^connection lost: the daemon did not resume the session; the reply cannot arrive$/ },
+      ];
+      let current = conn;
+      for (const { hs, why } of cases) {
+        const t0 = Date.now();
+        const lost = rejectionOf(c.blockingSendMessage('q', echo.destinationIdHash, echo.recipientQueueId, { timeoutMs: 5000 }));
+        await current.next('send_message');
+        current.destroy();
+        current = await daemon.accept();
+        // First a new instance token (a restart), then the same token without a resumed session.
+        await current.handshake(hs);
+        const err = await lost;
+        assert.ok(err instanceof DaemonDisconnectedError, String(err));
+        assert.match(err.message, why);
+        assert.ok(Date.now() - t0 < 2000, 'not at the 5 s timeout');
+      }
     });
 
     it('reports a disconnect after shutdown_event as graceful', async () => {

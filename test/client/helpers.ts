@@ -12,7 +12,9 @@ import {
   DEFAULT_PIGEONHOLE_GEOMETRY,
   DEFAULT_SPHINX_GEOMETRY,
   FrameDecoder,
+  HEAD_RESPONSE_KINDS,
   REQUEST_KINDS,
+  RESPONSE_KINDS,
   decodeEnvelope,
   encodeFrame,
   encodeResponse,
@@ -205,6 +207,108 @@ export class FakeDaemon {
 
   async stop(): Promise<void> {
     for (const c of this.connections) c.socket.destroy();
+    await new Promise<void>((r) => this.server.close(() => r()));
+  }
+}
+
+// ------------------------------------------------------------------ TCP proxy
+/**
+ * A TCP proxy in front of a daemon (e.g. the emulator), so a test can drop a
+ * connection at a chosen moment, hold the client's reconnect, and hold the
+ * daemon's frames. Records the kinds of the frames the daemon sent on each
+ * connection.
+ */
+export class TcpProxy {
+  /** Response kinds the daemon sent, one list per proxied connection. */
+  readonly downstreamKinds: string[][] = [];
+  private readonly pairs = new Set<{ client: net.Socket; upstream: net.Socket }>();
+  private readonly held: net.Socket[] = [];
+  private holdingConnections = false;
+  private holdingFrames = false;
+
+  private constructor(
+    readonly server: net.Server,
+    readonly address: string,
+    private readonly target: { host: string; port: number },
+  ) {}
+
+  static async start(target: string): Promise<TcpProxy> {
+    const i = target.lastIndexOf(':');
+    const server = net.createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen({ port: 0, host: '127.0.0.1' }, () => resolve());
+    });
+    const proxy = new TcpProxy(server, `127.0.0.1:${(server.address() as net.AddressInfo).port}`, { host: target.slice(0, i), port: Number(target.slice(i + 1)) });
+    server.on('connection', (s) => {
+      s.on('error', () => {});
+      if (proxy.holdingConnections) {
+        s.pause();
+        proxy.held.push(s);
+      } else proxy.forward(s);
+    });
+    return proxy;
+  }
+
+  private forward(client: net.Socket): void {
+    const upstream = net.connect(this.target);
+    upstream.setNoDelay(true);
+    client.setNoDelay(true);
+    upstream.on('error', () => {});
+    const pair = { client, upstream };
+    this.pairs.add(pair);
+    const kinds: string[] = [];
+    this.downstreamKinds.push(kinds);
+    const decoder = new FrameDecoder();
+    upstream.on('data', (chunk: Buffer) => {
+      // Held frames are dropped with the connection; nothing reaches the client meanwhile.
+      if (this.holdingFrames) return;
+      for (const raw of decoder.push(chunk)) kinds.push(decodeEnvelope(raw, [...RESPONSE_KINDS, ...HEAD_RESPONSE_KINDS]).kind);
+      client.write(chunk);
+    });
+    client.on('data', (chunk: Buffer) => upstream.write(chunk));
+    const end = () => {
+      this.pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('close', end);
+    upstream.on('close', end);
+    client.resume();
+  }
+
+  /** Drop every proxied connection, both sides, at once. */
+  cut(): void {
+    for (const p of [...this.pairs]) {
+      p.client.destroy();
+      p.upstream.destroy();
+    }
+    this.pairs.clear();
+  }
+
+  /** Stop forwarding the daemon's frames (they are discarded) until the connection is cut. */
+  holdFrames(): void {
+    this.holdingFrames = true;
+  }
+
+  /** Accept new client connections but do not connect them to the daemon until releaseConnections(). */
+  holdConnections(): void {
+    this.holdingConnections = true;
+  }
+
+  releaseConnections(): void {
+    this.holdingConnections = false;
+    this.holdingFrames = false;
+    for (const s of this.held.splice(0)) if (!s.destroyed) this.forward(s);
+  }
+
+  heldConnections(): number {
+    return this.held.length;
+  }
+
+  async stop(): Promise<void> {
+    this.cut();
+    for (const s of this.held.splice(0)) s.destroy();
     await new Promise<void>((r) => this.server.close(() => r()));
   }
 }

@@ -13,6 +13,7 @@ import {
   BoxAlreadyExistsError,
   BoxIDNotFoundError,
   CborError,
+  DaemonDisconnectedError,
   DaemonError,
   InvalidArgumentError,
   NotEnoughCouriersError,
@@ -30,7 +31,7 @@ import type {
 } from '../../src/client/events';
 import { startEmulator } from '../../src/emulator';
 import type { Emulator } from '../../src/emulator';
-import { sleep, tempSocketPath, waitFor } from './helpers';
+import { TcpProxy, sleep, tempSocketPath, waitFor } from './helpers';
 
 const rejectionOf = (p: Promise<unknown>) =>
   p.then(
@@ -439,3 +440,107 @@ for (const transport of ['tcp', 'unix'] as const) {
     });
   });
 }
+
+/**
+ * blockingSendMessage when the daemon connection is lost mid-wait (§2.6,
+ * §7.5). The emulator, like the pinned daemon, queues a session's frames
+ * while it is away and delivers them after session_token_reply on resume.
+ * A proxy between client and emulator makes the timing deterministic: the
+ * emulator is taken offline (the proxy withholds that status broadcast from
+ * the client), so the legacy send waits in the emulator until the test has
+ * dropped the connection and brings the mixnet back.
+ */
+describe('blockingSendMessage across a lost connection to the emulator', function () {
+  this.timeout(30_000);
+  let emulator: Emulator;
+  let proxy: TcpProxy;
+  let client: ThinClient;
+  let logs: string[];
+
+  async function setUp(sessionGracePeriodMs?: number): Promise<void> {
+    logs = [];
+    emulator = await startEmulator({ listen: '127.0.0.1:0', latency: 'fast', sessionGracePeriodMs, log: (l) => logs.push(l) });
+    proxy = await TcpProxy.start(emulator.address);
+    client = new ThinClient({ dial: proxy.address, reconnectInitialDelayMs: 20, reconnectMaxDelayMs: 50 });
+    await client.connect();
+  }
+
+  afterEach(async () => {
+    await client?.close();
+    await proxy?.stop();
+    await emulator?.stop({ graceful: false });
+  });
+
+  /** Start a blocking send that the emulator accepts but cannot answer yet (its mixnet is offline). */
+  async function sendWhileMixnetHeld(text: string): Promise<{ reply: Promise<Buffer> }> {
+    const echo = client.getService('echo');
+    proxy.holdFrames();
+    emulator.setOnline(false);
+    const reply = client.blockingSendMessage(text, echo.destinationIdHash, echo.recipientQueueId, { timeoutMs: 15_000 });
+    reply.catch(() => {}); // observed by the test later
+    await waitFor(() => logs.some((l) => /^conn \d+: send_message$/.test(l)), 5000, 'the emulator to receive send_message');
+    return { reply }; // wrapped: an async function would otherwise wait for the reply itself
+  }
+
+  /** Let the held reconnect through and wait for the client to complete it. */
+  async function releaseReconnect(): Promise<DaemonReconnectedEvent> {
+    await waitFor(() => proxy.heldConnections() > 0, 5000, 'the client to try reconnecting');
+    const reconnected = nextEvent(client, 'daemonReconnected');
+    proxy.releaseConnections();
+    return reconnected;
+  }
+
+  it('a plain socket drop and a resumed session: the reply the emulator queued meanwhile still arrives', async () => {
+    await setUp();
+    const { reply } = await sendWhileMixnetHeld('across the gap');
+    proxy.holdConnections();
+    proxy.cut();
+    await waitFor(() => emulator.connectionCount() === 0, 5000, 'the emulator to see the drop');
+    emulator.setOnline(true);
+    // 'fast' answers within a few ms; the session is away, so both frames are queued.
+    await sleep(200);
+    const r = await releaseReconnect();
+    assert.equal(r.resumed, true);
+    assert.equal(r.daemonRestarted, false);
+    const payload = await reply;
+    assert.equal(payload.subarray(0, 14).toString(), 'across the gap');
+    assert.ok(logs.some((l) => /session resumed \(2 queued responses delivered\)/.test(l)), 'the reply was queued for the session');
+    const kinds = proxy.downstreamKinds[1];
+    const at = kinds.indexOf('session_token_reply');
+    assert.deepEqual(kinds.slice(at, at + 3), ['session_token_reply', 'message_sent_event', 'message_reply_event']);
+  });
+
+  it('emulator.restart(): the waiter rejects as soon as the client is back, not at its timeout', async () => {
+    await setUp();
+    const t0 = Date.now();
+    const { reply } = await sendWhileMixnetHeld('lost');
+    proxy.holdConnections();
+    const oldToken = emulator.instanceToken;
+    await emulator.restart(); // drops the connection and the session with its pending send
+    emulator.setOnline(true);
+    const r = await releaseReconnect();
+    assert.equal(r.daemonRestarted, true);
+    assert.notDeepEqual(r.instanceToken, oldToken);
+    const err = await rejectionOf(reply);
+    assert.ok(err instanceof DaemonDisconnectedError, String(err));
+    assert.equal(err.message, 'connection lost: the daemon restarted; the reply cannot arrive');
+    assert.ok(Date.now() - t0 < 10_000, 'well before the 15 s timeout');
+    assert.equal(client.isDaemonConnected(), true);
+  });
+
+  it('a session the emulator no longer keeps (grace period over): the waiter rejects once the client is back', async () => {
+    await setUp(50);
+    const { reply } = await sendWhileMixnetHeld('forgotten');
+    proxy.holdConnections();
+    proxy.cut();
+    await waitFor(() => emulator.connectionCount() === 0, 5000, 'the emulator to see the drop');
+    await waitFor(() => logs.some((l) => /session grace period over/.test(l)), 5000, 'the session to expire');
+    emulator.setOnline(true);
+    const r = await releaseReconnect();
+    assert.equal(r.resumed, false);
+    assert.equal(r.daemonRestarted, false);
+    const err = await rejectionOf(reply);
+    assert.ok(err instanceof DaemonDisconnectedError, String(err));
+    assert.equal(err.message, 'connection lost: the daemon did not resume the session; the reply cannot arrive');
+  });
+});

@@ -144,6 +144,20 @@ describe('wire: CBOR codec', () => {
     assert.throws(() => toNumber(v), RangeError);
   });
 
+  it('toNumber / toBigInt accept integers only: TypeError naming the field for text, fractions and NaN; null is 0', () => {
+    assert.equal(toBigInt(null, 'counter'), 0n);
+    assert.equal(toBigInt(undefined, 'counter'), 0n);
+    assert.equal(toBigInt(7, 'counter'), 7n);
+    assert.equal(toNumber(null, 'error_code'), 0);
+    for (const bad of ['12', 1.5, Number.NaN, Number.POSITIVE_INFINITY, true, Buffer.from([1]), {}]) {
+      assert.throws(() => toBigInt(bad, 'counter'), (e: unknown) => e instanceof TypeError && /^counter: expected an integer, got /.test(e.message), `toBigInt(${String(bad)})`);
+      assert.throws(() => toNumber(bad, 'error_code'), (e: unknown) => e instanceof TypeError && /^error_code: expected an integer, got /.test(e.message), `toNumber(${String(bad)})`);
+    }
+    // A float64 integer above 2^53 cannot be trusted as a number.
+    assert.throws(() => toNumber(2 ** 60, 'reply_eta'), RangeError);
+    assert.equal(toBigInt(2 ** 60, 'reply_eta'), 1n << 60n);
+  });
+
   it('decodes half, single and double precision floats', () => {
     assert.equal(decodeCbor(hex('f93e00')), 1.5); // half
     assert.equal(decodeCbor(hex('f90000')), 0); // half zero, as in the vector PKI document
