@@ -106,6 +106,7 @@ import type {
   ChannelItem,
   ChannelProblem,
   ChannelProgress,
+  ChannelResendParams,
   ChannelStoreLogger,
   ChannelStoreOptions,
   SendResult,
@@ -191,6 +192,44 @@ function isDaemonVerdict(err: unknown): boolean {
     err.code !== 'TIMEOUT' &&
     err.code !== 'DAEMON_DISCONNECTED'
   );
+}
+
+/** An encrypt_write / encrypt_read / tombstone_range result, as the ARQ calls take it. */
+interface ArqEnvelope {
+  envelopeDescriptor: Uint8Array;
+  messageCiphertext: Uint8Array;
+  envelopeHash: Uint8Array;
+}
+
+/** The envelope recorded in a pending_writes or pending_copy_elements row (present once recorded). */
+function recordedEnvelope(row: { descriptor: Buffer | null; ciphertext: Buffer | null; envelope_hash: Buffer | null }): ArqEnvelope {
+  return { envelopeDescriptor: row.descriptor!, messageCiphertext: row.ciphertext!, envelopeHash: row.envelope_hash! };
+}
+
+/** ARQ parameters of a write of `env` (made for `writeCap`). */
+function writeParams(writeCap: Uint8Array, env: ArqEnvelope): ChannelResendParams {
+  return {
+    readCap: null,
+    writeCap,
+    messageBoxIndex: null,
+    replyIndex: 0,
+    envelopeDescriptor: env.envelopeDescriptor,
+    messageCiphertext: env.messageCiphertext,
+    envelopeHash: env.envelopeHash,
+  };
+}
+
+/** ARQ parameters of a read of box `index` (the index `env` was encrypted for). */
+function readParams(readCap: Uint8Array, index: Uint8Array, env: ArqEnvelope): ChannelResendParams {
+  return {
+    readCap,
+    writeCap: null,
+    messageBoxIndex: index,
+    replyIndex: 0,
+    envelopeDescriptor: env.envelopeDescriptor,
+    messageCiphertext: env.messageCiphertext,
+    envelopeHash: env.envelopeHash,
+  };
 }
 
 interface Waiter<T> {
@@ -682,17 +721,7 @@ export class ChannelStore extends EventEmitter {
       if (signal.aborted) throw new ChannelClosedError('scan aborted');
       const enc = await client.encryptRead(row.read_cap, index);
       try {
-        await client.startResendingEncryptedMessageNoRetry(
-          {
-            readCap: row.read_cap,
-            messageBoxIndex: index,
-            replyIndex: 0,
-            envelopeDescriptor: enc.envelopeDescriptor,
-            messageCiphertext: enc.messageCiphertext,
-            envelopeHash: enc.envelopeHash,
-          },
-          { signal },
-        );
+        await client.startResendingEncryptedMessageNoRetry(readParams(row.read_cap, index, enc), { signal });
       } catch (err) {
         if (err instanceof BoxIDNotFoundError) break;
         if (!(err instanceof TombstoneError)) throw err;
@@ -786,18 +815,7 @@ export class ChannelStore extends EventEmitter {
       this.progress({ stage: 'pending-recorded', channel: row.name, seq: head.seq, mode: 'box', index: indexCounter(pending.box_index) });
     }
     try {
-      await client.startResendingEncryptedMessage(
-        {
-          readCap: null,
-          writeCap,
-          messageBoxIndex: null,
-          replyIndex: 0,
-          envelopeDescriptor: pending.descriptor!,
-          messageCiphertext: pending.ciphertext!,
-          envelopeHash: pending.envelope_hash!,
-        },
-        { signal },
-      );
+      await client.startResendingEncryptedMessage(writeParams(writeCap, recordedEnvelope(pending)), { signal });
     } catch (err) {
       // The daemon refused this envelope (e.g. a stale replica epoch): make a
       // fresh one next time. Same cap, index and plaintext give the same box.
@@ -839,18 +857,7 @@ export class ChannelStore extends EventEmitter {
           this.progress({ stage: 'element-recorded', channel: row.name, seq: head.seq, element: el.element, elements: elements.length });
         }
         try {
-          await client.startResendingEncryptedMessage(
-            {
-              readCap: null,
-              writeCap: tempCap,
-              messageBoxIndex: null,
-              replyIndex: 0,
-              envelopeDescriptor: env.descriptor!,
-              messageCiphertext: env.ciphertext!,
-              envelopeHash: env.envelope_hash!,
-            },
-            { signal },
-          );
+          await client.startResendingEncryptedMessage(writeParams(tempCap, recordedEnvelope(env)), { signal });
         } catch (err) {
           if (isDaemonVerdict(err)) {
             this.db
@@ -881,18 +888,7 @@ export class ChannelStore extends EventEmitter {
       .get(head.seq) as { temp_index: Buffer };
     const tempReadCap = tempCap.subarray(WRITE_CAP_LENGTH - READ_CAP_LENGTH);
     const gate = await client.encryptRead(tempReadCap, last.temp_index);
-    await client.startResendingEncryptedMessage(
-      {
-        readCap: tempReadCap,
-        writeCap: null,
-        messageBoxIndex: last.temp_index,
-        replyIndex: 0,
-        envelopeDescriptor: gate.envelopeDescriptor,
-        messageCiphertext: gate.messageCiphertext,
-        envelopeHash: gate.envelopeHash,
-      },
-      { signal, timeoutMs: 120_000 },
-    );
+    await client.startResendingEncryptedMessage(readParams(tempReadCap, last.temp_index, gate), { signal, timeoutMs: 120_000 });
     this.progress({ stage: 'copy-dispatch', channel: row.name, seq: head.seq });
     try {
       await client.startResendingCopyCommand(tempCap, { signal });
@@ -913,18 +909,7 @@ export class ChannelStore extends EventEmitter {
     const { envelopes } = await client.tombstoneRange(writeCap, head.tomb_start!, head.tomb_boxes!);
     for (let i = head.tomb_done; i < envelopes.length; i++) {
       const env = envelopes[i];
-      await client.startResendingEncryptedMessage(
-        {
-          readCap: null,
-          writeCap,
-          messageBoxIndex: null,
-          replyIndex: 0,
-          envelopeDescriptor: env.envelopeDescriptor,
-          messageCiphertext: env.messageCiphertext,
-          envelopeHash: env.envelopeHash,
-        },
-        { signal },
-      );
+      await client.startResendingEncryptedMessage(writeParams(writeCap, env), { signal });
       this.db.prepare('UPDATE outbound SET tomb_done = ? WHERE seq = ?').run(i + 1, head.seq);
     }
     const index = head.tomb_first_counter!;
@@ -1180,18 +1165,7 @@ export class ChannelStore extends EventEmitter {
         this.progress({ stage: 'reading', channel: row.name, index: counter });
         const enc = await client.encryptRead(row.read_cap, index);
         next = enc.nextMessageBoxIndex;
-        const reply = await client.startResendingEncryptedMessageNoRetry(
-          {
-            readCap: row.read_cap,
-            writeCap: null,
-            messageBoxIndex: index,
-            replyIndex: 0,
-            envelopeDescriptor: enc.envelopeDescriptor,
-            messageCiphertext: enc.messageCiphertext,
-            envelopeHash: enc.envelopeHash,
-          },
-          { signal },
-        );
+        const reply = await client.startResendingEncryptedMessageNoRetry(readParams(row.read_cap, index, enc), { signal });
         const plaintext = reply.plaintext ?? Buffer.alloc(0);
         // A channel message is never empty (it has a header); an empty box reads as deleted.
         if (plaintext.length === 0) {

@@ -3,16 +3,29 @@
  * channel. The message is queued durably before anything is sent; the output
  * message leaves when the courier acknowledged it, carrying msg.index.
  * Messages that arrive while the daemon is away wait in the queue, in order.
+ *
+ * Queuing needs the channel open. A channel the database does not know yet
+ * (first deploy of a seed) opens only once the daemon derived its caps; an
+ * input waits for that at most its timeout (msg.timeout ms, else the node's
+ * timeout in seconds, else 30 s) and then fails naming the cause. Closing
+ * the node completes such waiting inputs without an error (they were never
+ * queued, so nothing is sent for them).
  */
-import { InvalidArgumentError } from '../client/errors';
+import { DaemonDisconnectedError, InvalidArgumentError, ThinClientTimeoutError } from '../client/errors';
 import { MAX_MESSAGE_LENGTH, type ChannelProblem, type ChannelStore } from '../channels';
-import { errorStatusText, statusForConnection, toBuffer, useDaemon, type ConnectionState } from './shared';
+import { formatMs } from './lib/daemon-connection';
+import { errorStatusText, resolveTimeoutMs, statusForConnection, toBuffer, useDaemon, type ConnectionState } from './shared';
 import katzenpostChannel = require('./katzenpost-channel');
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeStatus } from './types';
 
 interface SendDef extends NodeDef {
   channel?: string;
+  /** Seconds an input may wait for the channel to open; blank = 30, 0 = no limit. */
+  timeout?: string | number;
 }
+
+/** How long an input waits for the channel to open when neither msg.timeout nor the node sets it. */
+const DEFAULT_OPEN_WAIT_MS = 30_000;
 
 export = function (RED: NodeAPI): void {
   function KatzenpostChannelSendNode(this: Node, def: SendDef): void {
@@ -80,6 +93,7 @@ export = function (RED: NodeAPI): void {
     if (channel) {
       // Open early so that messages queued before a restart are sent without waiting for input.
       channel.open().then(attach, (err: Error) => {
+        if (closed) return;
         problem = errorStatusText(err);
         render();
         node.error(err);
@@ -87,12 +101,45 @@ export = function (RED: NodeAPI): void {
     }
     render();
 
+    /** Inputs waiting for the channel to open (not queued yet), each with its clean completion for close. */
+    const waitingOpen = new Set<() => void>();
+
+    /** channel.open(), bounded by the input's timeout, failing with an error that names the cause. */
+    function openWithin(timeoutMs: number | undefined, source: string): Promise<ChannelStore> {
+      const opening = channel!.open();
+      if (timeoutMs === undefined) return opening;
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(notOpenError(timeoutMs, source)), timeoutMs);
+        opening.then(
+          (s) => {
+            clearTimeout(timer);
+            resolve(s);
+          },
+          (err: unknown) => {
+            clearTimeout(timer);
+            reject(err);
+          },
+        );
+      });
+    }
+
+    function notOpenError(waitedMs: number, source: string): Error {
+      const connection = channel!.connection;
+      const what = `katzenpost-channel-send: channel "${channel!.channelName}" not open after ${formatMs(waitedMs)} (${source})`;
+      const state = connection?.getState();
+      if (connection && state !== 'connected' && state !== 'offline') {
+        return new DaemonDisconnectedError(`${what}: daemon at ${connection.address} not reachable; the message was not queued`);
+      }
+      return new ThinClientTimeoutError(`${what}: the daemon has not derived its caps yet; the message was not queued`);
+    }
+
     node.on('input', (msg: NodeMessage, send: (m: NodeMessage) => void, done: (err?: Error) => void) => {
       if (!channel) {
         done(new InvalidArgumentError('channel', 'a katzenpost-channel config node'));
         return;
       }
       let payload: Buffer;
+      let timeoutMs: number | undefined;
       try {
         payload = toBuffer(msg.payload, {
           name: 'msg.payload',
@@ -100,39 +147,61 @@ export = function (RED: NodeAPI): void {
           max: MAX_MESSAGE_LENGTH,
           maxReason: 'the channel message limit',
         });
+        timeoutMs = resolveTimeoutMs(msg, def.timeout, DEFAULT_OPEN_WAIT_MS);
       } catch (err) {
         done(err as Error);
         return;
       }
-      channel
-        .open()
+      const source = msg.timeout !== undefined && msg.timeout !== null && msg.timeout !== '' ? 'msg.timeout' : 'node timeout';
+      let finished = false;
+      const finish = (err?: Error): void => {
+        if (finished) return;
+        finished = true;
+        waitingOpen.delete(completeOnClose);
+        if (err) done(err);
+        else done();
+      };
+      // Closed before the message was queued: nothing will send it, and nobody can catch an error any more.
+      const completeOnClose = (): void => finish();
+      waitingOpen.add(completeOnClose);
+      openWithin(timeoutMs, source)
         .then((s) => {
+          if (closed || finished) {
+            finish();
+            return;
+          }
+          waitingOpen.delete(completeOnClose);
           attach(s);
           // The store copies the payload before queuing it, so the incoming Buffer is never mutated or retained.
-          return s.send(channel.channelName, payload);
-        })
-        .then(
-          (result) => {
+          return s.send(channel.channelName, payload).then((result) => {
             msg.index = result.index;
             msg.channel = result.channel;
             msg.boxes = result.boxes;
             send(msg);
-            done();
-          },
-          (err: Error & { code?: string }) => {
-            // Closing (redeploy, shutdown) while the write waits: it stays
-            // queued in the database and goes out after the restart, so the
-            // input is accepted; only its output message is lost.
-            if (closed && err.code === 'CHANNEL_CLOSED') {
+            finish();
+          });
+        })
+        .catch((err: Error & { code?: string }) => {
+          // Closing (redeploy, shutdown) while the write waits: it stays
+          // queued in the database and goes out after the restart, so the
+          // input is accepted; only its output message is lost.
+          if (closed) {
+            if (err.code === 'CHANNEL_CLOSED') {
               node.debug(`katzenpost-channel-send: closed with a message still queued; it is sent after the restart`);
-              done();
-            } else done(err);
-          },
-        );
+            }
+            finish();
+          } else finish(err);
+        });
     });
 
     node.on('close', (_removed: boolean, done: () => void) => {
       closed = true;
+      if (waitingOpen.size > 0) {
+        node.warn(
+          `katzenpost-channel-send: closed while ${waitingOpen.size} message(s) waited for the channel to open; they were not queued and are not sent`,
+        );
+        for (const complete of [...waitingOpen]) complete();
+      }
       if (store) {
         store.off('queue', onQueue);
         store.off('problem', onProblem);

@@ -16,10 +16,15 @@
  * positions are used. Different caps: the channel refuses to run ("caps
  * mismatch") rather than write with another channel's positions; choose a new
  * name to start over. Caps the database has under another name: the row is
- * renamed (the name was changed in the editor). An owned channel with no seed
- * and no write cap in its credentials (an imported example flow deployed
- * without opening the form) uses the row of its name if there is one, or is
- * created with a random seed whose caps then live only in the database.
+ * renamed (the name was changed in the editor).
+ *
+ * An owned channel always gets its identity from the credentials: the editor
+ * generates a random seed when the form is saved without one. Deployed with
+ * neither seed nor write cap (an imported flow whose channel node was never
+ * opened), it refuses to run with a NO_CREDENTIALS error telling the user to
+ * open and save the node, rather than invent a seed that would live only in
+ * the database. For flows deployed that way by earlier versions, a database
+ * row of that name is still used, with a warning.
  */
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
@@ -79,6 +84,22 @@ interface AdminRED extends NodeAPI {
   auth?: { needsPermission(permission: string): AdminHandler };
 }
 
+/**
+ * An owned channel whose credentials hold neither a seed nor a write cap, and
+ * whose name the database does not know. A ChannelError, so it counts as a
+ * configuration error; its code shows on the status as "no credentials".
+ */
+class ChannelCredentialsMissingError extends ChannelError {
+  constructor(name: string) {
+    super(
+      'NO_CREDENTIALS',
+      `${CHANNEL_TYPE} "${name}": an owned channel needs a seed or a write cap in its credentials, and they are empty ` +
+        '(for example a flow imported and deployed without opening its channel node). Open the channel node in the editor ' +
+        'and save it (Update generates a random seed), then deploy.',
+    );
+  }
+}
+
 /** Errors a retry cannot fix: wrong or missing caps, a name clash, bad input. */
 function isConfigurationError(err: unknown): boolean {
   if (err instanceof ChannelError) return (err as KatzenpostError).code !== 'NO_CLIENT';
@@ -116,6 +137,7 @@ function katzenpostChannel(RED: NodeAPI): void {
     let opening: Promise<ChannelStore> | null = null;
     let closed = false;
     let unsubscribe: (() => void) | null = null;
+    let warnedEmptyCredentials = false;
 
     /** Caps from the credentials; null for an owned channel whose credentials are empty. */
     function credentialCaps(): ChannelCaps | null {
@@ -189,10 +211,18 @@ function katzenpostChannel(RED: NodeAPI): void {
           await withDaemon(store, () => store.openChannel(name, caps));
         }
       } else {
+        // No identity in the credentials: never invent one here (it would live only in the database).
         const existing = store.get(name);
-        if (!existing) await withDaemon(store, () => store.createChannel(name));
-        else if (existing.kind !== 'owned') {
+        if (!existing) throw new ChannelCredentialsMissingError(name);
+        if (existing.kind !== 'owned') {
           throw new ConfigError(`${CHANNEL_TYPE} "${name}": the database holds it as imported, but the form says owned and has no seed`);
+        }
+        if (!warnedEmptyCredentials) {
+          warnedEmptyCredentials = true;
+          node.warn(
+            `${CHANNEL_TYPE} "${name}": the credentials are empty; using the caps the channel database ${dbPath} holds under this name. ` +
+              'They live only there: back that file up, since losing it loses the channel.',
+          );
         }
       }
       return store;
@@ -251,13 +281,17 @@ function katzenpostChannel(RED: NodeAPI): void {
         res.status(404).json({ error: 'channel not deployed: deploy it first, then ask again' });
         return;
       }
-      const timeout = delay(15_000).then(() => {
-        throw new Error('the daemon did not answer in time');
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error('the daemon did not answer in time')), 15_000);
+        timer.unref();
       });
-      Promise.race([target.readCap(), timeout]).then(
-        (cap) => res.json({ channel: target.channelName, readCap: cap.toString('hex') }),
-        (err: Error) => res.status(503).json({ error: err.message }),
-      );
+      Promise.race([target.readCap(), timeout])
+        .finally(() => clearTimeout(timer))
+        .then(
+          (cap) => res.json({ channel: target.channelName, readCap: cap.toString('hex') }),
+          (err: Error) => res.status(503).json({ error: err.message }),
+        );
     });
   }
 }

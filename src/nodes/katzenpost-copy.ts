@@ -19,6 +19,7 @@ import { CopyCommandFailedError, InvalidArgumentError, replicaErrorName } from '
 import { MAX_COPY_PAYLOAD_LENGTH } from '../client/wire';
 import { defineOperationNode, describeValue, readCourier, SIZES, toBuffer } from './shared';
 import { runAllOrAbort } from './lib/concurrency';
+import { resendWrite } from './lib/pigeonhole';
 import type { NodeAPI, NodeDef, NodeMessage } from './types';
 
 interface CopyDef extends NodeDef {
@@ -120,19 +121,7 @@ export = function (RED: NodeAPI): void {
         t = e.nextMessageBoxIndex;
       }
       await runAllOrAbort(
-        encrypted.map((e) => (s: AbortSignal) =>
-          client.startResendingEncryptedMessage(
-            {
-              writeCap: temp.writeCap,
-              readCap: null,
-              messageBoxIndex: null,
-              envelopeDescriptor: e.envelopeDescriptor,
-              messageCiphertext: e.messageCiphertext,
-              envelopeHash: e.envelopeHash,
-            },
-            { signal: s },
-          ),
-        ),
+        encrypted.map((e) => (s: AbortSignal) => resendWrite(client, temp.writeCap, e, s)),
         CONCURRENCY,
         signal,
       );

@@ -4,6 +4,7 @@
  */
 import { defineOperationNode, SIZES, toInteger } from './shared';
 import { runAllOrAbort } from './lib/concurrency';
+import { resendWrite } from './lib/pigeonhole';
 import type { NodeAPI, NodeDef } from './types';
 
 /** Upper bound on one message's range: each box is one ARQ round trip. */
@@ -28,17 +29,7 @@ export = function (RED: NodeAPI): void {
       msg.tombstoned = done;
       await runAllOrAbort(
         envelopes.map((e) => async (s: AbortSignal) => {
-          await client.startResendingEncryptedMessage(
-            {
-              writeCap,
-              readCap: null,
-              messageBoxIndex: null,
-              envelopeDescriptor: e.envelopeDescriptor,
-              messageCiphertext: e.messageCiphertext,
-              envelopeHash: e.envelopeHash,
-            },
-            { signal: s },
-          );
+          await resendWrite(client, writeCap, e, s);
           msg.tombstoned = ++done;
         }),
         CONCURRENCY,

@@ -3,21 +3,25 @@
  * dist/nodes) against a real emulator: two flows talking through a channel,
  * tombstone reports, the read-cap admin endpoint, bad input, queueing while
  * the daemon is away with exactly-once delivery across a redeploy, a caps
- * mismatch, and the shipped example flow.
+ * mismatch, missing credentials, bounded waits for a channel that cannot open,
+ * the editor's seed generation, and the shipped example flow.
  */
 import * as assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes, webcrypto } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
+import * as vm from 'node:vm';
+import * as sinon from 'sinon';
 import { ThinClient } from '../../src/client/client';
 import type { Emulator } from '../../src/emulator';
-import type { ChannelStore } from '../../src/channels';
+import { ChannelStore } from '../../src/channels';
 import {
   DIST_NODES,
   collect,
   coreNodes,
   daemonNode,
+  deadAddress,
   delay,
   expectSilence,
   getNode,
@@ -25,7 +29,9 @@ import {
   hostPort,
   newEmulator,
   nextInput,
+  until,
   watchStatus,
+  type TestNode,
 } from './support';
 
 // The same helper singleton as support.ts, for the parts its typing leaves out.
@@ -33,7 +39,40 @@ import {
 const rawHelper = require('node-red-node-test-helper') as {
   settings(s: Record<string, unknown>): Record<string, unknown>;
   request(): { get(url: string): Promise<{ status: number; body: any; headers: Record<string, string> }> };
+  _NodePrototype: Record<string, { getCalls(): { thisValue: unknown; args: unknown[] }[] }>;
 };
+
+/** Arguments of every call of a spied Node method (warn, error, ...) on node `id` since the flow was loaded. */
+function callsOf(id: string, method: 'warn' | 'error' | 'log'): unknown[][] {
+  const node = getNode(id);
+  return rawHelper._NodePrototype[method]
+    .getCalls()
+    .filter((c) => c.thisValue === node)
+    .map((c) => c.args);
+}
+
+/** The message text of a node.error / node.warn argument. */
+function textOf(arg: unknown): string {
+  return String((arg as Error | null)?.message ?? arg);
+}
+
+/**
+ * Records how a node completes its input messages (done() or done(err)),
+ * through the runtime's Node.prototype._complete that done calls.
+ */
+function recordCompletions(node: TestNode): { error: Error | undefined }[] {
+  const seen: { error: Error | undefined }[] = [];
+  const original = node._complete as (msg: unknown, err?: Error) => void;
+  node._complete = function (this: unknown, msg: unknown, err?: Error) {
+    seen.push({ error: err });
+    try {
+      original.call(this, msg, err);
+    } catch {
+      // the flow is being stopped
+    }
+  };
+  return seen;
+}
 
 const CHANNEL_TYPES = ['katzenpost-daemon', 'katzenpost-channel', 'katzenpost-channel-send', 'katzenpost-channel-receive'];
 
@@ -144,7 +183,17 @@ describe('channel nodes: persistent channels in Node-RED', function () {
   it('serves the read cap to the editor through the admin endpoint, and nothing for an unknown node', async () => {
     const { flow, credentials } = twoFlows();
     await helper.load(channelModules(), flow, credentials);
-    const owned = await rawHelper.request().get('/katzenpost-channel/cw/read-cap');
+    const timers = sinon.spy(global, 'setTimeout');
+    let owned;
+    try {
+      owned = await rawHelper.request().get('/katzenpost-channel/cw/read-cap');
+    } finally {
+      timers.restore();
+    }
+    // The endpoint's 15 s limit is cleared once the answer is there.
+    const limit = timers.getCalls().filter((c) => c.args[1] === 15_000);
+    assert.equal(limit.length, 1);
+    assert.equal((limit[0].returnValue as unknown as { _destroyed: boolean })._destroyed, true, 'the 15 s timer was not cleared');
     assert.equal(owned.status, 200);
     assert.equal(owned.body.readCap, readCap.toString('hex'));
     assert.equal(owned.body.channel, 'alpha');
@@ -216,6 +265,185 @@ describe('channel nodes: persistent channels in Node-RED', function () {
     assert.equal((call.args[0] as { code?: string }).code, 'CHANNEL_CAPS_MISMATCH');
   });
 
+  /** The writer of twoFlows with a receiver of the same (owned) channel, for the credential tests. */
+  function ownedOnly(): FlowNode[] {
+    const { flow } = twoFlows();
+    return [
+      ...flow.filter((n) => !['f2', 'cr', 'rx', 'got', 'skipped'].includes(n.id)),
+      { id: 'rx', z: 'f1', type: 'katzenpost-channel-receive', channel: 'cw', pollInterval: 0.02, maxPollInterval: 0.1, wires: [['got'], ['skipped']] },
+      { id: 'got', z: 'f1', type: 'helper' },
+      { id: 'skipped', z: 'f1', type: 'helper' },
+    ];
+  }
+
+  it('an owned channel with empty credentials and no database row refuses to run, telling the user to open and save it', async () => {
+    await helper.load(channelModules(), ownedOnly(), {});
+    const tx = getNode('tx');
+    // Both user nodes show it on their status and in the debug sidebar.
+    await watchStatus('tx').waitFor((st) => st.fill === 'red' && st.text === 'no credentials');
+    await watchStatus('rx').waitFor((st) => st.fill === 'red' && st.text === 'no credentials');
+    await until(() => callsOf('tx', 'error').length > 0 && callsOf('rx', 'error').length > 0, 5000, 'node.error on tx and rx');
+    for (const id of ['tx', 'rx']) {
+      const err = callsOf(id, 'error')[0][0] as { code?: string };
+      assert.equal(err.code, 'NO_CREDENTIALS');
+      assert.match(textOf(err), /katzenpost-channel "alpha": an owned channel needs a seed or a write cap in its credentials/);
+      assert.match(textOf(err), /Open the channel node in the editor and save it/);
+    }
+    // An input fails with the same error (done(err), so a Catch node gets it) and nothing is queued.
+    const error = new Promise<{ args: unknown[] }>((resolve) => tx.once('call:error', resolve));
+    tx.receive({ payload: 'not sent' });
+    assert.equal(((await error).args[0] as { code?: string }).code, 'NO_CREDENTIALS');
+    const cap = await rawHelper.request().get('/katzenpost-channel/cw/read-cap');
+    assert.equal(cap.status, 503);
+    assert.match(cap.body.error, /needs a seed or a write cap/);
+    // No channel was invented: the database has no row of that name.
+    const store = (getNode('cw') as unknown as { dbPath: string }).dbPath;
+    await helper.unload();
+    if (existsSync(store)) {
+      const s = new ChannelStore({ path: store });
+      try {
+        assert.equal(s.get('alpha'), null);
+      } finally {
+        await s.close();
+      }
+    }
+  });
+
+  it('an owned channel with empty credentials whose name the database holds keeps working, with one warning', async () => {
+    const { credentials } = twoFlows();
+    await helper.load(channelModules(), ownedOnly(), { cw: credentials.cw });
+    const first = nextInput('got');
+    getNode('tx').receive({ payload: 'with a seed' });
+    assert.equal((await first).payload.toString(), 'with a seed');
+    await helper.unload();
+    // Redeployed without credentials (as earlier versions allowed): the row of its name is used.
+    await helper.load(channelModules(), ownedOnly(), {});
+    const got = collect('got', 2);
+    getNode('tx').receive({ payload: 'without' });
+    getNode('tx').receive({ payload: 'still without' });
+    assert.deepEqual(
+      (await got).map((m) => m.payload.toString()),
+      ['without', 'still without'],
+    );
+    const warnings = callsOf('cw', 'warn').map((a) => textOf(a[0]));
+    assert.equal(warnings.length, 1, `one warning, got ${JSON.stringify(warnings)}`);
+    assert.match(warnings[0], /katzenpost-channel "alpha": the credentials are empty; using the caps the channel database .* holds under this name/);
+    assert.ok(!warnings[0].includes(seed.toString('hex')));
+    assert.deepEqual(callsOf('tx', 'error'), []);
+  });
+
+  describe('a channel that cannot open (new seed, daemon unreachable)', () => {
+    let dead: string;
+    before(async () => {
+      dead = await deadAddress();
+    });
+
+    function unreachableFlow(sendProps: Record<string, unknown> = {}): FlowNode[] {
+      const { flow } = twoFlows();
+      return flow
+        .filter((n) => !['f2', 'cr', 'rx', 'got', 'skipped'].includes(n.id))
+        .map((n) => (n.id === 'daemon' ? daemonNode({ address: dead }, { handshakeTimeout: 1 }) : n.id === 'tx' ? { ...n, ...sendProps } : n));
+    }
+
+    it('an input waits at most msg.timeout, then fails naming the channel and the daemon', async () => {
+      const { credentials } = twoFlows();
+      await helper.load(channelModules(), unreachableFlow(), { cw: credentials.cw });
+      const tx = getNode('tx');
+      const error = new Promise<{ args: unknown[] }>((resolve) => tx.once('call:error', resolve));
+      const started = Date.now();
+      tx.receive({ payload: 'x', timeout: 300 });
+      const err = (await error).args[0] as Error & { code?: string };
+      assert.ok(Date.now() - started < 5000);
+      assert.equal(err.code, 'DAEMON_DISCONNECTED');
+      assert.equal(
+        err.message,
+        `katzenpost-channel-send: channel "alpha" not open after 300 ms (msg.timeout): daemon at ${dead} not reachable; the message was not queued`,
+      );
+    });
+
+    it("without msg.timeout the node's timeout (seconds) applies", async () => {
+      const { credentials } = twoFlows();
+      await helper.load(channelModules(), unreachableFlow({ timeout: '0.2' }), { cw: credentials.cw });
+      const tx = getNode('tx');
+      const error = new Promise<{ args: unknown[] }>((resolve) => tx.once('call:error', resolve));
+      tx.receive({ payload: 'x' });
+      assert.match(textOf((await error).args[0]), /channel "alpha" not open after 200 ms \(node timeout\): daemon at .* not reachable/);
+    });
+
+    it('closing the node completes a waiting input cleanly (done() without an error) and says it was not queued', async () => {
+      const { credentials } = twoFlows();
+      await helper.load(channelModules(), unreachableFlow(), { cw: credentials.cw });
+      const tx = getNode('tx');
+      const completions = recordCompletions(tx);
+      tx.receive({ payload: 'x', timeout: 0 });
+      await delay(300);
+      assert.deepEqual(completions, [], 'still waiting before the close');
+      // unload() removes the helper's spies before it stops the flow: watch this node's own methods instead.
+      const said: string[] = [];
+      const errors: string[] = [];
+      tx.warn = (m: unknown) => said.push(textOf(m));
+      tx.error = (m: unknown) => errors.push(textOf(m));
+      await helper.unload();
+      await delay(200);
+      assert.deepEqual(completions, [{ error: undefined }]);
+      assert.deepEqual(said, ['katzenpost-channel-send: closed while 1 message(s) waited for the channel to open; they were not queued and are not sent']);
+      assert.deepEqual(errors, []);
+    });
+  });
+
+  describe('the editor form (nodes/katzenpost-channel.html)', () => {
+    /** Runs the form's script with a stand-in for jQuery over a map of field values; returns the node definition. */
+    function editorDefinition(): { def: any; fields: Map<string, string> } {
+      const html = readFileSync(path.resolve(__dirname, '..', '..', 'nodes', 'katzenpost-channel.html'), 'utf8');
+      const script = /<script type="text\/javascript">([\s\S]*?)<\/script>/.exec(html)![1];
+      const fields = new Map<string, string>();
+      let def: any = null;
+      const $ = (selector: string) => ({
+        val(v?: string) {
+          if (v === undefined) return fields.get(selector) ?? '';
+          fields.set(selector, v);
+          return this;
+        },
+      });
+      vm.runInNewContext(script, {
+        RED: { nodes: { registerType: (_type: string, d: unknown) => (def = d) }, validators: {} },
+        $,
+        window: { crypto: webcrypto },
+      });
+      assert.ok(def, 'the script registers the type');
+      return { def, fields };
+    }
+
+    it('saving an owned channel with neither seed nor write cap fills the seed with 32 random bytes (hex)', () => {
+      const { def, fields } = editorDefinition();
+      fields.set('#node-config-input-mode', 'owned');
+      def.oneditsave.call({});
+      const seed1 = fields.get('#node-config-input-seed')!;
+      assert.match(seed1, /^[0-9a-f]{64}$/);
+      fields.set('#node-config-input-seed', '');
+      def.oneditsave.call({});
+      const seed2 = fields.get('#node-config-input-seed')!;
+      assert.match(seed2, /^[0-9a-f]{64}$/);
+      assert.notEqual(seed1, seed2);
+    });
+
+    it('keeps a stored or typed seed, a write cap, and leaves imported channels alone', () => {
+      const { def, fields } = editorDefinition();
+      fields.set('#node-config-input-mode', 'owned');
+      fields.set('#node-config-input-seed', '__PWRD__');
+      def.oneditsave.call({});
+      assert.equal(fields.get('#node-config-input-seed'), '__PWRD__');
+      fields.set('#node-config-input-seed', '');
+      fields.set('#node-config-input-writeCap', 'ab'.repeat(168));
+      def.oneditsave.call({});
+      assert.equal(fields.get('#node-config-input-seed'), '');
+      fields.set('#node-config-input-writeCap', '');
+      fields.set('#node-config-input-mode', 'imported');
+      def.oneditsave.call({});
+      assert.equal(fields.get('#node-config-input-seed'), '');
+    });
+  });
+
   it('runs the shipped example flow: two flows talking through a channel', async () => {
     const file = path.resolve(__dirname, '..', '..', 'examples', 'Channels', '01 - Two flows talking through a channel.json');
     const example = JSON.parse(readFileSync(file, 'utf8')) as FlowNode[];
@@ -231,7 +459,14 @@ describe('channel nodes: persistent channels in Node-RED', function () {
         return n;
       }),
     ];
-    await helper.load([...channelModules(), ...coreNodes('inject', 'function', 'comment')], flow);
+    // The example's channel node has no credentials (a user's editor generates the seed when the node is saved):
+    // the test supplies one, as saving the form would.
+    const channelNode = example.find((n) => n.type === 'katzenpost-channel')!;
+    assert.equal(channelNode.mode, 'owned');
+    assert.ok(!('credentials' in channelNode), 'the shipped example carries no secret');
+    await helper.load([...channelModules(), ...coreNodes('inject', 'function', 'comment')], flow, {
+      [channelNode.id]: { seed: randomBytes(32).toString('hex') },
+    });
     const id = (name: string) => example.find((n) => n.name === name)!.id as string;
     const acks = collect(id('acknowledged'), 2);
     const received = collect(id('received'), 2);

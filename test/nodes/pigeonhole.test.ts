@@ -339,6 +339,33 @@ describe('node pack: Pigeonhole nodes', function () {
       assert.deepEqual((await data).payload, Buffer.from('first box'));
     });
 
+    it('msg.cancel with a malformed envelope hash cancels nothing and reaches Catch naming the property', async () => {
+      const ch = await channel();
+      await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-resend', { variant: 'default' }, 2));
+      const i2 = await direct.nextMessageBoxIndex(ch.first);
+      const e1 = await readEnvelope(ch.readCap, ch.first);
+      const e2 = await readEnvelope(ch.readCap, i2);
+      const caught = collect('caught', 2, 5000);
+      const data = collect('out1', 2, 10_000);
+      getNode('op').receive({ envelope: e1, readCap: ch.readCap, messageBoxIndex: ch.first });
+      getNode('op').receive({ envelope: e2, readCap: ch.readCap, messageBoxIndex: i2 });
+      await delay(50);
+      const hash = e2.envelopeHash as Buffer;
+      getNode('op').receive({ cancel: true, envelopeHash: hash.subarray(0, 31) });
+      getNode('op').receive({ cancel: true, envelope: { envelopeHash: 'not a hash' } });
+      const [c1, c2] = await caught;
+      // The cancel messages themselves fail; neither read was aborted.
+      assert.equal(c1.cancel, true);
+      assert.equal(c1.error.code, 'INVALID_ARGUMENT');
+      assert.match(c1.error.message, /msg\.envelopeHash: expected a Buffer of 32 bytes/);
+      assert.equal(c2.cancel, true);
+      assert.match(c2.error.message, /msg\.envelope\.envelopeHash: expected a Buffer of 32 bytes/);
+      await writeBox(direct, ch.writeCap, ch.first, 'first box');
+      await writeBox(direct, ch.writeCap, i2, 'second box');
+      const got = (await data).map((m) => String(m.payload)).sort();
+      assert.deepEqual(got, ['first box', 'second box']);
+    });
+
     it('msg.timeout ends a waiting read with a timeout error naming its source', async () => {
       const ch = await channel();
       await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-resend', { variant: 'default', timeout: '20' }, 2));

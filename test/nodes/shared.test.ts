@@ -14,6 +14,9 @@ import {
   toInteger,
 } from '../../src/nodes/shared';
 import { InvalidArgumentError } from '../../src/client/errors';
+import type { ThinClient } from '../../src/client/client';
+import { cancelKeyOf } from '../../src/nodes/lib/operation';
+import { resendWrite } from '../../src/nodes/lib/pigeonhole';
 
 describe('node pack: shared input rules', () => {
   describe('toBuffer', () => {
@@ -131,5 +134,47 @@ describe('node pack: shared input rules', () => {
     assert.match(STATUS_TEXT.offline, /^@katzenpost-community\/node-red-katzenpost\/katzenpost-daemon:katzenpost-daemon\.status\.offline$/);
     assert.equal(errorStatusText(new InvalidArgumentError('x', 'y')), 'invalid argument');
     assert.ok(errorStatusText({ code: 'A_VERY_LONG_ERROR_CODE_INDEED' }).length < 20);
+  });
+
+  describe('cancelKeyOf (msg.cancel targets)', () => {
+    const hash = Buffer.alloc(32, 7);
+    it('takes msg.envelopeHash, else msg.envelope.envelopeHash, as hex; no key at all means "every operation"', () => {
+      assert.equal(cancelKeyOf({ cancel: true, envelopeHash: hash }), hash.toString('hex'));
+      assert.equal(cancelKeyOf({ cancel: true, envelope: { envelopeHash: hash } }), hash.toString('hex'));
+      assert.equal(cancelKeyOf({ cancel: true }), null);
+      assert.equal(cancelKeyOf({ cancel: true, envelope: 'not an object' }), null);
+    });
+    it('a key that is present but not 32 bytes is an error naming the property, never "every operation"', () => {
+      assert.throws(() => cancelKeyOf({ cancel: true, envelopeHash: hash.subarray(0, 31) }), (e: Error) => {
+        assert.ok(e instanceof InvalidArgumentError);
+        assert.match(e.message, /^msg\.envelopeHash: expected a Buffer of 32 bytes, got 31 bytes$/);
+        return true;
+      });
+      assert.throws(() => cancelKeyOf({ cancel: true, envelopeHash: 'abc' }), /msg\.envelopeHash: expected a Buffer of 32 bytes, got a string/);
+      assert.throws(
+        () => cancelKeyOf({ cancel: true, envelope: { envelopeHash: Buffer.alloc(33) } }),
+        /msg\.envelope\.envelopeHash: expected a Buffer of 32 bytes, got 33 bytes/,
+      );
+    });
+  });
+
+  it('resendWrite sends a default write of the envelope with the write cap only', async () => {
+    const calls: unknown[][] = [];
+    const client = {
+      startResendingEncryptedMessage: async (...args: unknown[]) => {
+        calls.push(args);
+        return { plaintext: null, courierIdentityHash: null, courierQueueId: null };
+      },
+    } as unknown as ThinClient;
+    const writeCap = Buffer.alloc(168, 1);
+    const env = { envelopeDescriptor: Buffer.from('d'), messageCiphertext: Buffer.from('c'), envelopeHash: Buffer.alloc(32, 2), nextMessageBoxIndex: Buffer.alloc(104) };
+    const signal = new AbortController().signal;
+    await resendWrite(client, writeCap, env, signal);
+    assert.deepEqual(calls, [
+      [
+        { writeCap, readCap: null, messageBoxIndex: null, envelopeDescriptor: env.envelopeDescriptor, messageCiphertext: env.messageCiphertext, envelopeHash: env.envelopeHash },
+        { signal },
+      ],
+    ]);
   });
 });

@@ -127,6 +127,7 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
       node.error(`${def.type}: setup failed: ${(e as Error).message}`);
     }
 
+    /** Throws (cancelling nothing) when the message names a malformed key. */
     const cancelMatching = (msg: NodeMessage): number => {
       const wanted = cancelKeyOf(msg);
       let n = 0;
@@ -147,7 +148,13 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
               if (err) node.error(err, msg);
             };
       if (def.cancellable && msg.cancel === true) {
-        const n = cancelMatching(msg);
+        let n: number;
+        try {
+          n = cancelMatching(msg);
+        } catch (e) {
+          doneFn(asError(e));
+          return;
+        }
         node.debug(`${def.type}: msg.cancel aborted ${n} operation(s)`);
         doneFn();
         return;
@@ -282,16 +289,22 @@ function makeContext<C extends NodeDef>(
   };
 }
 
-/** The key a cancel message targets: msg.envelopeHash or msg.envelope.envelopeHash, as hex. */
-function cancelKeyOf(msg: NodeMessage): string | null {
-  const candidates = [msg.envelopeHash, (msg.envelope as { envelopeHash?: unknown } | undefined)?.envelopeHash];
-  for (const c of candidates) {
-    if (c === undefined || c === null) continue;
-    try {
-      return toBuffer(c, { name: 'msg.envelopeHash', size: SIZES.envelopeHash }).toString('hex');
-    } catch {
-      // not a hash: fall through to "cancel everything"
-    }
+/**
+ * The key a cancel message targets: msg.envelopeHash, else
+ * msg.envelope.envelopeHash, as hex; null when the message names no key
+ * (cancel everything). A key that is present but not a 32-byte hash throws
+ * an InvalidArgumentError naming the property: guessing "everything" from a
+ * typo would abort unrelated operations.
+ */
+export function cancelKeyOf(msg: NodeMessage): string | null {
+  const env = msg.envelope;
+  const candidates: [unknown, string][] = [
+    [msg.envelopeHash, 'msg.envelopeHash'],
+    [typeof env === 'object' && env !== null ? (env as { envelopeHash?: unknown }).envelopeHash : undefined, 'msg.envelope.envelopeHash'],
+  ];
+  for (const [value, name] of candidates) {
+    if (value === undefined || value === null) continue;
+    return toBuffer(value, { name, size: SIZES.envelopeHash }).toString('hex');
   }
   return null;
 }

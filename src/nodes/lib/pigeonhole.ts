@@ -4,7 +4,7 @@
  * destinations for the legacy send nodes.
  */
 import { InvalidArgumentError } from '../../client/errors';
-import type { ThinClient } from '../../client/client';
+import type { ResendParams, StartResendingResult, ThinClient } from '../../client/client';
 import type { NodeMessage } from '../types';
 import { describeValue, evaluateTypedInput, toBuffer } from './inputs';
 import { SIZES, type OperationContext } from './operation';
@@ -29,6 +29,27 @@ export function envelopeFromResult(
     envelopeHash: r.envelopeHash,
     kind,
   };
+}
+
+/**
+ * A default ARQ write of an envelope made for `writeCap` (by encrypt_write or
+ * tombstone_range), the way the copy and tombstone nodes dispatch them.
+ */
+export function resendWrite(
+  client: ThinClient,
+  writeCap: Uint8Array,
+  e: { envelopeDescriptor: Uint8Array; messageCiphertext: Uint8Array; envelopeHash: Uint8Array },
+  signal: AbortSignal,
+): Promise<StartResendingResult> {
+  const params: ResendParams = {
+    writeCap,
+    readCap: null,
+    messageBoxIndex: null,
+    envelopeDescriptor: e.envelopeDescriptor,
+    messageCiphertext: e.messageCiphertext,
+    envelopeHash: e.envelopeHash,
+  };
+  return client.startResendingEncryptedMessage(params, { signal });
 }
 
 /** Reads and checks msg.envelope (errors name the sub-property). */
