@@ -1,0 +1,264 @@
+// The Node-RED editor in a real browser (Debian's Chromium driven by
+// playwright-core), against Node-RED started exactly as `npm start` starts it
+// (scripts/start.mjs: the pack from the working tree, the emulator, the demo
+// flows), on ephemeral ports. Screenshots go to test-artifacts/e2e/;
+// KATZENPOST_UPDATE_SCREENSHOTS=1 also copies the README's to docs/screenshots/.
+import assert from 'node:assert/strict';
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type * as Start from '../../scripts/start.mjs';
+
+const ROOT = join(__dirname, '..', '..');
+const CHROMIUM = '/usr/bin/chromium';
+const ARTIFACTS = join(ROOT, 'test-artifacts', 'e2e');
+const SCREENSHOTS = join(ROOT, 'docs', 'screenshots');
+const MODULE = '@katzenpost-community/node-red-katzenpost';
+// The example the test imports and runs: inject "hello mixnet" -> blocking send to echo -> debug.
+const EXAMPLE_GROUP = 'Basics';
+const EXAMPLE_TITLE = '01 - Echo ping';
+const ECHO_TEXT = 'hello mixnet';
+
+// Browser globals, used only inside page.evaluate callbacks (which run in the page);
+// declared here so the tests type-check without the DOM library.
+declare const RED: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+declare const document: any; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+const declaredTypes = Object.keys((JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { 'node-red': { nodes: Record<string, string> } })['node-red'].nodes);
+
+describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
+  this.timeout(180_000);
+  let demo: Start.Demo | null = null;
+  let context: BrowserContext | null = null;
+  let page: Page;
+  let profileDir = '';
+  let userDir = '';
+  const pageErrors: string[] = [];
+  const consoleErrors: string[] = [];
+
+  async function shot(name: string, forReadme = false): Promise<void> {
+    const file = join(ARTIFACTS, `${name}.png`);
+    // Transient notifications ("Successfully deployed") would cover the canvas.
+    if (forReadme) {
+      await page.evaluate(() => {
+        const n = document.getElementById('red-ui-notifications');
+        if (n) n.style.visibility = 'hidden';
+        // Show the flow from its top-left corner, where the examples start.
+        const chart = document.getElementById('red-ui-workspace-chart');
+        if (chart) { chart.scrollLeft = 0; chart.scrollTop = 0; }
+      });
+      await page.waitForTimeout(100);
+    }
+    await page.screenshot({ path: file });
+    if (forReadme) await page.evaluate(() => { const n = document.getElementById('red-ui-notifications'); if (n) n.style.visibility = ''; });
+    if (forReadme && process.env.KATZENPOST_UPDATE_SCREENSHOTS === '1') {
+      mkdirSync(SCREENSHOTS, { recursive: true });
+      copyFileSync(file, join(SCREENSHOTS, `${name}.png`));
+    }
+  }
+
+  before(async function () {
+    if (!existsSync(CHROMIUM)) {
+      console.log(`      skipped: ${CHROMIUM} is absent (apt-get install chromium; .ci/run installs it)`);
+      this.skip();
+    }
+    mkdirSync(ARTIFACTS, { recursive: true });
+    const start = (await import(join(ROOT, 'scripts', 'start.mjs'))) as typeof Start;
+    userDir = mkdtempSync(join(tmpdir(), 'kp-e2e-user-'));
+    demo = await start.startDemo({
+      port: 0, emulatorListen: '127.0.0.1:0', userDir, resetFlows: true,
+      stdio: join(ARTIFACTS, 'node-red.log'), log: () => {}, emulatorLog: () => {},
+    });
+    profileDir = mkdtempSync(join(tmpdir(), 'kp-e2e-chromium-'));
+    context = await chromium.launchPersistentContext(profileDir, {
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: { width: 1600, height: 900 },
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync'],
+    });
+    page = context.pages()[0] ?? (await context.newPage());
+    page.on('pageerror', (e) => pageErrors.push(`${e.name}: ${e.message}`));
+    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
+    await page.goto(demo.editorUrl);
+    // The editor is ready when the palette holds our nodes and the flows are loaded.
+    await page.waitForFunction(() => typeof RED !== 'undefined' && RED.nodes && RED.nodes.getType && RED.workspaces.count() > 0
+      && document.querySelector('.red-ui-palette-node') !== null, null, { timeout: 60_000 });
+  });
+
+  after(async function () {
+    if (consoleErrors.length) console.log(`      browser console errors (not failures):\n        ${consoleErrors.slice(0, 10).join('\n        ')}`);
+    await context?.close().catch(() => {});
+    await demo?.stop();
+    for (const d of [profileDir, userDir]) if (d) rmSync(d, { recursive: true, force: true });
+  });
+
+  afterEach(function () {
+    // Any uncaught exception in the editor fails the test it happened in.
+    const errors = pageErrors.splice(0);
+    assert.deepEqual(errors, [], `page errors in the editor:\n${errors.join('\n')}`);
+  });
+
+  it('shows every node of the pack: palette nodes in the palette, config nodes registered', async function () {
+    const registered = (await page.evaluate((types: string[]) => types.map((t) => {
+      const def = RED.nodes.getType(t);
+      return { type: t, known: !!def, category: def ? def.category : null, inPalette: document.querySelector(`.red-ui-palette-node[data-palette-type="${t}"]`) !== null };
+    }), declaredTypes)) as { type: string; known: boolean; category: string | null; inPalette: boolean }[];
+    const missing = registered.filter((r) => !r.known).map((r) => r.type);
+    assert.deepEqual(missing, [], `the editor does not know: ${missing.join(', ')} (see ${join(ARTIFACTS, 'node-red.log')})`);
+    for (const r of registered) {
+      if (r.category === 'config') assert.equal(r.inPalette, false, `${r.type} is a config node and must not be in the palette`);
+      else {
+        assert.equal(r.category, 'katzenpost', `${r.type} is in category ${r.category}`);
+        assert.ok(r.inPalette, `${r.type} is not in the palette`);
+      }
+    }
+    assert.ok(registered.some((r) => r.category === 'config'), 'no config node (katzenpost-daemon) registered');
+    // Our category first, so the screenshot shows it.
+    await page.locator('.red-ui-palette-node[data-palette-type="katzenpost-send"]').scrollIntoViewIfNeeded();
+    await shot('palette');
+  });
+
+  it('runs the demo flows deployed by npm start: the echo ping answers in the debug sidebar', async function () {
+    await showTab(EXAMPLE_TITLE.replace(/^\d+\s*-\s*/, ''));
+    await openDebugSidebar();
+    const inject = await nodeOnActiveTab('inject');
+    await clickInjectButton(inject);
+    await waitForDebugText(ECHO_TEXT);
+    await shot('demo-echo-ping', true);
+  });
+
+  it('runs the Pigeonhole demo: three messages written and read back in order', async function () {
+    await showTab('Write three messages and read them in order');
+    await openDebugSidebar();
+    await page.click('#red-ui-sidebar-debug-clear');
+    await clickInjectButton(await nodeOnActiveTab('inject'));
+    await waitForDebugText('"three"');
+    const values = (await page.evaluate(() => [...document.querySelectorAll('.red-ui-debug-content .red-ui-debug-msg .red-ui-debug-msg-type-string')]
+      .map((el) => el.textContent))) as string[];
+    assert.deepEqual(values, ['"one"', '"two"', '"three"']);
+    await shot('demo-pigeonhole', true);
+  });
+
+  it('runs the Channels demo: a message sent on the persistent channel is received by the other flow', async function () {
+    // npm start gives the demo's owned channel a seed in credentials, so it works at once.
+    await showTab('Two flows talking through a channel');
+    await openDebugSidebar();
+    await page.click('#red-ui-sidebar-debug-clear');
+    await clickInjectButton(await nodeOnActiveTab('inject'));
+    await waitForDebugText('"hello channel"');
+    const status = (await page.evaluate(() => [...document.querySelectorAll('.red-ui-flow-node-status-label')].map((el) => el.textContent))) as string[];
+    assert.ok(!status.some((t) => /no credentials/i.test(t ?? '')), `channel nodes report: ${status.join(', ')}`);
+    await shot('demo-channel', true);
+  });
+
+  it('imports an example from the Import menu, edits a node, deploys, and the change takes effect', async function () {
+    // menu > Import > Examples > flows > <our module> > Basics > 01 - Echo ping, into a new flow
+    await page.click('#red-ui-header-button-sidemenu');
+    await page.click('#menu-item-import');
+    await page.click('#red-ui-tab-red-ui-clipboard-dialog-import-tab-examples');
+    const tree = page.locator('#red-ui-clipboard-dialog-import-tab-examples');
+    for (const label of ['flows', MODULE, EXAMPLE_GROUP]) {
+      const item = tree.locator('.red-ui-treeList-label', { hasText: label }).first();
+      await item.waitFor({ state: 'visible', timeout: 15_000 });
+      await item.click();
+    }
+    await tree.locator('.red-ui-treeList-label', { hasText: EXAMPLE_TITLE }).first().click();
+    await page.click('#red-ui-clipboard-dialog-import-opt-new');
+    await shot('import-examples', true);
+    const before = (await page.evaluate(() => RED.workspaces.count())) as number;
+    await page.click('#red-ui-clipboard-dialog-ok');
+    // The demo already holds these nodes: Node-RED offers to import a copy.
+    const copy = page.locator('.red-ui-notification button', { hasText: /import copy/i });
+    try {
+      await copy.waitFor({ state: 'visible', timeout: 3000 });
+      await copy.click();
+    } catch {
+      // No conflict: imported as is.
+    }
+    await page.waitForFunction((n: number) => RED.workspaces.count() === n + 1, before, { timeout: 10_000 });
+    // Imported nodes follow the mouse until a click on the canvas drops them.
+    const canvas = await page.locator('#red-ui-workspace-chart').boundingBox();
+    assert.ok(canvas);
+    await page.mouse.move(canvas.x + 120, canvas.y + 80);
+    await page.mouse.click(canvas.x + 120, canvas.y + 80);
+
+    // The imported copy reuses the demo's daemon config node (same id, global).
+    const send = await nodeOnActiveTab('katzenpost-blocking-send');
+    const daemonId = (await page.evaluate((id: string) => RED.nodes.node(id).daemon, send)) as string;
+    assert.equal(await page.evaluate((id: string) => RED.nodes.node(id)?.type, daemonId), 'katzenpost-daemon');
+
+    // Open the node's edit dialog (double-click on the canvas) and change fields.
+    // Node-RED times its own double click (two clicks more than 0 ms apart), so click twice.
+    const body = page.locator(`[id="${send}"] .red-ui-flow-node`);
+    await body.click();
+    await page.waitForTimeout(120);
+    await body.click();
+    await page.locator('#node-input-payloadAs').waitFor({ state: 'visible', timeout: 10_000 });
+    await page.fill('#node-input-name', 'echo as buffer');
+    await page.selectOption('#node-input-payloadAs', 'buffer');
+    await shot('edit-dialog', true);
+    await page.click('#node-dialog-ok');
+    const edited = (await page.evaluate((id: string) => { const n = RED.nodes.node(id); return { name: n.name, payloadAs: n.payloadAs, changed: n.changed }; }, send)) as Record<string, unknown>;
+    assert.deepEqual(edited, { name: 'echo as buffer', payloadAs: 'buffer', changed: true });
+    // The canvas redraws the node with its new name.
+    await page.locator(`[id="${send}"] .red-ui-flow-node-label`, { hasText: 'echo as buffer' }).waitFor({ timeout: 10_000 });
+
+    // Deploy through the Deploy button.
+    await page.click('#red-ui-header-button-deploy');
+    const confirm = page.locator('.ui-dialog:visible', { hasText: /deploy/i }).locator('button', { hasText: /confirm deploy/i });
+    if (await confirm.isVisible().catch(() => false)) {
+      const text = await page.locator('.ui-dialog:visible').first().textContent();
+      assert.fail(`deploy asked for confirmation (invalid or unknown nodes?): ${text}`);
+    }
+    await page.waitForFunction(() => RED.nodes.dirty() === false, null, { timeout: 20_000 });
+
+    // Trigger the imported inject node; the edited node now answers with a Buffer.
+    await openDebugSidebar();
+    await page.click('#red-ui-sidebar-debug-clear');
+    const inject = await nodeOnActiveTab('inject');
+    await clickInjectButton(inject);
+    // The demo's copy answers with a string; only the edited node answers with a Buffer.
+    await waitForDebugText(`buffer[${Buffer.byteLength(ECHO_TEXT)}]`);
+    await shot('imported-and-edited');
+  });
+
+  // ------------------------------------------------------------ helpers
+  async function showTab(label: string): Promise<void> {
+    const tab = (await page.evaluate((title: string) => {
+      let id: string | null = null;
+      RED.nodes.eachWorkspace((ws: { id: string; label: string }) => { if (ws.label === title) id = ws.id; });
+      return id;
+    }, label)) as string | null;
+    assert.ok(tab, `the demo tab "${label}" is not deployed`);
+    await page.evaluate((id: string) => RED.workspaces.show(id), tab);
+  }
+
+  async function nodeOnActiveTab(type: string): Promise<string> {
+    const ids = (await page.evaluate((t: string) => RED.nodes.filterNodes({ z: RED.workspaces.active(), type: t }).map((n: { id: string }) => n.id), type)) as string[];
+    assert.equal(ids.length, 1, `expected one ${type} node on the active tab, found ${ids.length}`);
+    return ids[0];
+  }
+
+  async function openDebugSidebar(): Promise<void> {
+    await page.evaluate(() => RED.sidebar.show('debug'));
+    await page.locator('#red-ui-sidebar-debug-clear').waitFor({ state: 'visible', timeout: 10_000 });
+  }
+
+  async function clickInjectButton(id: string): Promise<void> {
+    const button = page.locator(`[id="${id}"] .red-ui-flow-node-button-button`);
+    await button.scrollIntoViewIfNeeded();
+    await button.click();
+  }
+
+  async function waitForDebugText(text: string): Promise<void> {
+    try {
+      await page.locator('.red-ui-debug-content .red-ui-debug-msg', { hasText: text }).first().waitFor({ state: 'visible', timeout: 30_000 });
+    } catch (e) {
+      await shot('failure-debug');
+      const shown = await page.locator('.red-ui-debug-content').textContent().catch(() => '');
+      throw new Error(`the debug sidebar never showed "${text}"; it shows: ${shown?.slice(0, 500)}; Node-RED log: ${join(ARTIFACTS, 'node-red.log')}`, { cause: e });
+    }
+  }
+});
