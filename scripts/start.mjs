@@ -6,7 +6,7 @@
 // Also imported by test/e2e (startDemo) so the browser test runs exactly
 // what a person gets from `npm start`, on ephemeral ports.
 import { spawn } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync, createWriteStream } from 'node:fs';
 import { createRequire } from 'node:module';
 import net from 'node:net';
@@ -252,7 +252,8 @@ export function prepareUserDir({ userDir, port, host = '127.0.0.1', target, rese
     writeFileSync(flowsFile, text);
     // Credentials of replaced flows would not match the new ones; the demo's
     // owned channels get their seeds (Node-RED encrypts the file on deploy).
-    writeFileSync(join(userDir, 'flows_cred.json'), JSON.stringify(demoChannelCredentials(userDir, demo.flows), null, 2) + '\n', { mode: 0o600 });
+    const credentials = encryptCredentials(demoChannelCredentials(userDir, demo.flows), DEMO_CREDENTIAL_SECRET);
+    writeFileSync(join(userDir, 'flows_cred.json'), JSON.stringify(credentials, null, 2) + '\n', { mode: 0o600 });
     writeFileSync(markerFile, JSON.stringify({ flowsHash: sha(text), daemonIds: demo.daemonIds }, null, 2) + '\n');
     seeded = true;
   } else {
@@ -281,6 +282,17 @@ export function prepareUserDir({ userDir, port, host = '127.0.0.1', target, rese
  * once per user directory and kept, so --reset-flows reopens the same
  * channels that the channel database already knows.
  */
+/** The user directory's credentialSecret: the demo's seeds guard nothing of value. */
+const DEMO_CREDENTIAL_SECRET = 'katzenpost-demo-not-a-secret';
+
+/** flows_cred.json as Node-RED writes it: {"$": iv hex + AES-256-CTR(JSON) base64}, key = SHA-256(secret). */
+export function encryptCredentials(credentials, secret) {
+  const key = createHash('sha256').update(secret).digest();
+  const iv = randomBytes(16);
+  const cipher = createCipheriv('aes-256-ctr', key, iv);
+  return { $: iv.toString('hex') + cipher.update(JSON.stringify(credentials), 'utf8', 'base64') + cipher.final('base64') };
+}
+
 export function demoChannelCredentials(userDir, flows) {
   const seedsFile = join(userDir, 'demo-channel-seeds.json');
   const seeds = existsSync(seedsFile) ? JSON.parse(readFileSync(seedsFile, 'utf8')) : {};
@@ -311,7 +323,7 @@ module.exports = {
   // A Node-RED package directory in nodesDir is loaded as a module, with its
   // examples/ offered in Import > Examples, straight from the working tree.
   nodesDir: [${JSON.stringify(ROOT)}],
-  credentialSecret: 'katzenpost-demo-not-a-secret',
+  credentialSecret: ${JSON.stringify(DEMO_CREDENTIAL_SECRET)},
   telemetry: { enabled: false, updateNotification: false },
   diagnostics: { enabled: false, ui: false },
   externalModules: { palette: { allowInstall: false } },

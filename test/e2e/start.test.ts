@@ -3,6 +3,7 @@
 // clear message for a busy port, and Ctrl-C stopping everything.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createDecipheriv, createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
@@ -137,14 +138,19 @@ describe('npm start (scripts/start.mjs)', function () {
         // the same one after --reset-flows so the channel database still matches.
         const channels = (JSON.parse(readFileSync(reset.flowsFile, 'utf8')) as Start.FlowNode[]).filter((n) => n.type === 'katzenpost-channel');
         assert.ok(channels.length > 0, 'the demo has a channel');
-        const creds = JSON.parse(readFileSync(join(userDir, 'flows_cred.json'), 'utf8')) as Record<string, { seed?: string }>;
+        // Encrypted as Node-RED does it (settings.js names the secret), so Node-RED reads it without warnings.
+        const secret = /credentialSecret: "([^"]+)"/.exec(readFileSync(reset.settingsFile, 'utf8'))![1];
+        const sealed = JSON.parse(readFileSync(join(userDir, 'flows_cred.json'), 'utf8')) as { $: string };
+        const decipher = createDecipheriv('aes-256-ctr', createHash('sha256').update(secret).digest(), Buffer.from(sealed.$.slice(0, 32), 'hex'));
+        const creds = JSON.parse(decipher.update(sealed.$.slice(32), 'base64', 'utf8') + decipher.final('utf8')) as Record<string, { seed?: string }>;
         for (const c of channels) {
           assert.equal(JSON.stringify(c).includes(creds[c.id]?.seed ?? '-'), false, 'the seed is not in flows.json');
           if (c.mode === 'owned') assert.match(creds[c.id]?.seed ?? '', /^[0-9a-f]{64}$/);
         }
-        const seedsBefore = JSON.stringify(creds);
+        const seeds = JSON.parse(readFileSync(join(userDir, 'demo-channel-seeds.json'), 'utf8')) as Record<string, string>;
+        for (const c of channels) if (c.mode === 'owned') assert.equal(seeds[c.id], creds[c.id].seed);
         s.prepareUserDir({ userDir, port: 1881, target, resetFlows: true });
-        assert.equal(JSON.stringify(JSON.parse(readFileSync(join(userDir, 'flows_cred.json'), 'utf8'))), seedsBefore);
+        assert.deepEqual(JSON.parse(readFileSync(join(userDir, 'demo-channel-seeds.json'), 'utf8')), seeds, 'the same seeds after another reset');
       } finally {
         rmSync(userDir, { recursive: true, force: true });
       }
