@@ -16,6 +16,7 @@ import {
   sealBox,
   boxIdOf,
   type BoxGeometry,
+  type EncryptedEnvelope,
   type EnvelopeCrypto,
   type StreamState,
 } from './pigeonhole';
@@ -65,10 +66,7 @@ function encryptFailure(b: RequestBody, code: number): Body {
   return { query_id: b.query_id, message_ciphertext: null, envelope_descriptor: null, envelope_hash: null, next_message_box_index: null, error_code: code };
 }
 
-export function encryptRead(ctx: LocalContext, b: RequestBody): Body {
-  if (!b.query_id || !b.read_cap || !b.message_box_index) return encryptFailure(b, ErrorCode.InvalidRequest);
-  const boxId = boxIdOf(b.read_cap.subarray(0, 32), b.message_box_index);
-  const env = ctx.crypto.seal('read', boxId, null, ctx.replica);
+function encryptReply(b: RequestBody, env: EncryptedEnvelope): Body {
   return {
     query_id: b.query_id,
     message_ciphertext: env.messageCiphertext,
@@ -77,6 +75,13 @@ export function encryptRead(ctx: LocalContext, b: RequestBody): Body {
     next_message_box_index: nextIndex(b.message_box_index),
     error_code: 0,
   };
+}
+
+export function encryptRead(ctx: LocalContext, b: RequestBody): Body {
+  if (!b.query_id || !b.read_cap || !b.message_box_index) return encryptFailure(b, ErrorCode.InvalidRequest);
+  const boxId = boxIdOf(b.read_cap.subarray(0, 32), b.message_box_index);
+  const env = ctx.crypto.seal('read', boxId, null, ctx.replica);
+  return encryptReply(b, env);
 }
 
 /** A courier envelope writing `plaintext` (empty = tombstone) into one box. */
@@ -91,14 +96,7 @@ export function encryptWrite(ctx: LocalContext, b: RequestBody): Body {
     return encryptFailure(b, ErrorCode.InvalidRequest);
   }
   const env = writeEnvelope(ctx, b.write_cap, b.message_box_index, pt);
-  return {
-    query_id: b.query_id,
-    message_ciphertext: env.messageCiphertext,
-    envelope_descriptor: env.envelopeDescriptor,
-    envelope_hash: envelopeHashOf(env.messageCiphertext),
-    next_message_box_index: nextIndex(b.message_box_index),
-    error_code: 0,
-  };
+  return encryptReply(b, env);
 }
 
 // ------------------------------------------------------------------ copy streams
@@ -133,6 +131,23 @@ function continuedStream(b: RequestBody): StreamState | null {
   return decodeStreamBuffer(b.buffer, b.is_start);
 }
 
+/**
+ * Packs one call's records into a continued stream (multi-payload and
+ * tombstone range): the reply's envelopes, and the buffer that carries the
+ * rest to the next call (none after the last).
+ */
+function packContinued(ctx: LocalContext, b: RequestBody, state: StreamState, records: Buffer[]) {
+  const packed = packElements(ctx.g, state, Buffer.concat(records), {
+    isLast: b.is_last,
+    flushAll: false,
+    continued: !b.is_start || (b.buffer?.length ?? 0) > 0,
+  });
+  return {
+    envelopes: packed.elements.length ? packed.elements : null,
+    buffer: b.is_last ? null : encodeStreamBuffer(packed.state),
+  };
+}
+
 export function envelopesFromMultiPayload(ctx: LocalContext, b: RequestBody): Body {
   const fail = { query_id: b.query_id, envelopes: null, buffer: null, next_dest_indices: null, error_code: ErrorCode.InvalidRequest };
   const dests: { payload: Buffer | null; write_cap: Buffer | null; start_index: Buffer | null }[] | null = b.destinations;
@@ -149,18 +164,7 @@ export function envelopesFromMultiPayload(ctx: LocalContext, b: RequestBody): Bo
     records.push(...r.records);
     nexts.push(r.next);
   }
-  const packed = packElements(ctx.g, state, Buffer.concat(records), {
-    isLast: b.is_last,
-    flushAll: false,
-    continued: !b.is_start || (b.buffer?.length ?? 0) > 0,
-  });
-  return {
-    query_id: b.query_id,
-    envelopes: packed.elements.length ? packed.elements : null,
-    buffer: b.is_last ? null : encodeStreamBuffer(packed.state),
-    next_dest_indices: nexts,
-    error_code: 0,
-  };
+  return { query_id: b.query_id, ...packContinued(ctx, b, state, records), next_dest_indices: nexts, error_code: 0 };
 }
 
 export function envelopesFromTombstoneRange(ctx: LocalContext, b: RequestBody): Body {
@@ -176,16 +180,5 @@ export function envelopesFromTombstoneRange(ctx: LocalContext, b: RequestBody): 
     records.push(envelopeRecord(writeEnvelope(ctx, b.dest_write_cap, idx, Buffer.alloc(0)).messageCiphertext));
     idx = nextIndex(idx);
   }
-  const packed = packElements(ctx.g, state, Buffer.concat(records), {
-    isLast: b.is_last,
-    flushAll: false,
-    continued: !b.is_start || (b.buffer?.length ?? 0) > 0,
-  });
-  return {
-    query_id: b.query_id,
-    envelopes: packed.elements.length ? packed.elements : null,
-    buffer: b.is_last ? null : encodeStreamBuffer(packed.state),
-    next_dest_index: idx,
-    error_code: 0,
-  };
+  return { query_id: b.query_id, ...packContinued(ctx, b, state, records), next_dest_index: idx, error_code: 0 };
 }
