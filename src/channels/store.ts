@@ -201,8 +201,11 @@ interface ArqEnvelope {
   envelopeHash: Uint8Array;
 }
 
-/** The envelope recorded in a pending_writes or pending_copy_elements row (present once recorded). */
-function recordedEnvelope(row: { descriptor: Buffer | null; ciphertext: Buffer | null; envelope_hash: Buffer | null }): ArqEnvelope {
+/** The envelope columns of a pending_writes or pending_copy_elements row. */
+type EnvelopeColumns = { descriptor: Buffer | null; ciphertext: Buffer | null; envelope_hash: Buffer | null };
+
+/** The envelope recorded in a row (present once recorded). */
+function recordedEnvelope(row: EnvelopeColumns): ArqEnvelope {
   return { envelopeDescriptor: row.descriptor!, messageCiphertext: row.ciphertext!, envelopeHash: row.envelope_hash! };
 }
 
@@ -217,6 +220,26 @@ function writeParams(writeCap: Uint8Array, env: ArqEnvelope): ChannelResendParam
     messageCiphertext: env.messageCiphertext,
     envelopeHash: env.envelopeHash,
   };
+}
+
+/**
+ * Sends the write envelope recorded in `row`. When the daemon refuses it
+ * (e.g. a stale replica epoch) `forget` clears the record, so the next
+ * attempt makes a fresh one: same cap, index and plaintext give the same box.
+ */
+async function sendRecorded(
+  client: ChannelClient,
+  writeCap: Uint8Array,
+  row: EnvelopeColumns,
+  signal: AbortSignal,
+  forget: () => void,
+): Promise<void> {
+  try {
+    await client.startResendingEncryptedMessage(writeParams(writeCap, recordedEnvelope(row)), { signal });
+  } catch (err) {
+    if (isDaemonVerdict(err)) forget();
+    throw err;
+  }
 }
 
 /** ARQ parameters of a read of box `index` (the index `env` was encrypted for). */
@@ -314,9 +337,7 @@ export class ChannelStore extends EventEmitter {
     this.logger = options.logger;
     this.db = openDatabase(options.path);
     // Queued work from an earlier run resumes as soon as a client is there.
-    for (const row of this.db.prepare('SELECT DISTINCT channel_id FROM outbound').all() as { channel_id: number }[]) {
-      this.kick(row.channel_id);
-    }
+    this.kickQueued();
   }
 
   // ------------------------------------------------------------ clients
@@ -330,6 +351,11 @@ export class ChannelStore extends EventEmitter {
     if (name === undefined) this.defaultClient = client;
     else if (client === null) this.clients.delete(name);
     else this.clients.set(name, client);
+    this.kickQueued();
+  }
+
+  /** Starts or wakes the send worker of every channel with queued work. */
+  private kickQueued(): void {
     for (const row of this.db.prepare('SELECT DISTINCT channel_id FROM outbound').all() as { channel_id: number }[]) {
       this.kick(row.channel_id);
     }
@@ -354,12 +380,19 @@ export class ChannelStore extends EventEmitter {
     return row;
   }
 
+  /** The row of a channel this store can write to. */
+  private ownedRow(name: string): ChannelRow {
+    const row = this.row(name);
+    if (row.kind !== 'owned' || !row.write_cap) throw new ChannelReadOnlyError(name);
+    return row;
+  }
+
   private rowById(id: number): ChannelRow | undefined {
     return this.db.prepare('SELECT * FROM channels WHERE id = ?').get(id) as ChannelRow | undefined;
   }
 
   private info(row: ChannelRow): ChannelInfo {
-    const queued = (this.db.prepare('SELECT COUNT(*) AS n FROM outbound WHERE channel_id = ?').get(row.id) as { n: number }).n;
+    const queued = this.queuedCount(row.id);
     const unread = (
       this.db.prepare('SELECT COUNT(*) AS n FROM received WHERE channel_id = ? AND read_at IS NULL').get(row.id) as { n: number }
     ).n;
@@ -551,7 +584,11 @@ export class ChannelStore extends EventEmitter {
   /** Messages and tombstone requests of the channel not yet acknowledged. */
   queued(name: string): number {
     const row = this.row(name);
-    return (this.db.prepare('SELECT COUNT(*) AS n FROM outbound WHERE channel_id = ?').get(row.id) as { n: number }).n;
+    return this.queuedCount(row.id);
+  }
+
+  private queuedCount(channelId: number): number {
+    return (this.db.prepare('SELECT COUNT(*) AS n FROM outbound WHERE channel_id = ?').get(channelId) as { n: number }).n;
   }
 
   // ---------------------------------------------------------------- send
@@ -566,8 +603,7 @@ export class ChannelStore extends EventEmitter {
    */
   send(name: string, payload: Uint8Array | string): Promise<SendResult> {
     try {
-      const row = this.row(name);
-      if (row.kind !== 'owned' || !row.write_cap) throw new ChannelReadOnlyError(name);
+      const row = this.ownedRow(name);
       const bytes = toBytes(payload, 'payload');
       if (bytes.length > MAX_MESSAGE_LENGTH) {
         throw new InvalidArgumentError('payload', `at most ${MAX_MESSAGE_LENGTH} bytes`, `${bytes.length} bytes`);
@@ -577,11 +613,7 @@ export class ChannelStore extends EventEmitter {
           .prepare("INSERT INTO outbound (channel_id, op, payload, queued_at) VALUES (?, 'message', ?, ?)")
           .run(row.id, bytes, now()).lastInsertRowid,
       );
-      const promise = new Promise<SendResult>((resolve, reject) => this.waiters.set(seq, { resolve, reject }));
-      this.progress({ stage: 'queued', channel: name, seq });
-      this.emitQueue(row);
-      this.kick(row.id);
-      return promise;
+      return this.queuedOutcome<SendResult>(row, seq);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -596,8 +628,7 @@ export class ChannelStore extends EventEmitter {
    */
   tombstone(name: string, range: { index: string | number | bigint; count?: number }): Promise<TombstoneResult> {
     try {
-      const row = this.row(name);
-      if (row.kind !== 'owned' || !row.write_cap) throw new ChannelReadOnlyError(name);
+      const row = this.ownedRow(name);
       const count = range.count ?? 1;
       if (!Number.isInteger(count) || count < 1) throw new InvalidArgumentError('count', 'a positive integer', String(count));
       let start: string;
@@ -623,14 +654,19 @@ export class ChannelStore extends EventEmitter {
           )
           .run(row.id, first.first_index, boxes, start, count, now()).lastInsertRowid,
       );
-      const promise = new Promise<TombstoneResult>((resolve, reject) => this.waiters.set(seq, { resolve, reject }));
-      this.progress({ stage: 'queued', channel: name, seq });
-      this.emitQueue(row);
-      this.kick(row.id);
-      return promise;
+      return this.queuedOutcome<TombstoneResult>(row, seq);
     } catch (err) {
       return Promise.reject(err);
     }
+  }
+
+  /** After an outbound row was inserted: reports it queued, wakes the worker, and waits for its outcome. */
+  private queuedOutcome<T extends SendResult | TombstoneResult>(row: ChannelRow, seq: number): Promise<T> {
+    const promise = new Promise<T>((resolve, reject) => this.waiters.set(seq, { resolve, reject }));
+    this.progress({ stage: 'queued', channel: row.name, seq });
+    this.emitQueue(row);
+    this.kick(row.id);
+    return promise;
   }
 
   private settle(seq: number, outcome: Error | SendResult | TombstoneResult): void {
@@ -642,8 +678,7 @@ export class ChannelStore extends EventEmitter {
   }
 
   private emitQueue(row: ChannelRow): void {
-    const queued = (this.db.prepare('SELECT COUNT(*) AS n FROM outbound WHERE channel_id = ?').get(row.id) as { n: number }).n;
-    this.emit('queue', { channel: row.name, queued });
+    this.emit('queue', { channel: row.name, queued: this.queuedCount(row.id) });
   }
 
   private progress(p: ChannelProgress): void {
@@ -737,7 +772,7 @@ export class ChannelStore extends EventEmitter {
 
   private async processMessage(row: ChannelRow, head: OutboundRow, client: ChannelClient, signal: AbortSignal): Promise<void> {
     const writeCap = row.write_cap!;
-    let pending = this.db.prepare('SELECT * FROM pending_writes WHERE seq = ?').get(head.seq) as PendingWriteRow | undefined;
+    let pending = this.pendingWrite(head.seq);
     if (!pending) {
       let writeIndex = row.write_index;
       if (row.needs_scan || !writeIndex) writeIndex = await this.scanWriteIndex(row, client, signal);
@@ -769,7 +804,7 @@ export class ChannelStore extends EventEmitter {
         })();
         this.progress({ stage: 'pending-recorded', channel: row.name, seq: head.seq, mode: 'copy', index: indexCounter(writeIndex) });
       }
-      pending = this.db.prepare('SELECT * FROM pending_writes WHERE seq = ?').get(head.seq) as PendingWriteRow;
+      pending = this.pendingWrite(head.seq)!;
     }
 
     if (pending.mode === 'box') {
@@ -777,7 +812,7 @@ export class ChannelStore extends EventEmitter {
     } else {
       await this.dispatchCopy(row, head, pending, client, signal);
     }
-    pending = this.db.prepare('SELECT * FROM pending_writes WHERE seq = ?').get(head.seq) as PendingWriteRow;
+    pending = this.pendingWrite(head.seq)!;
     const index = indexCounter(pending.box_index);
     this.progress({ stage: 'write-acknowledged', channel: row.name, seq: head.seq, index });
     this.db.transaction(() => {
@@ -797,6 +832,10 @@ export class ChannelStore extends EventEmitter {
     this.settle(head.seq, result);
   }
 
+  private pendingWrite(seq: number): PendingWriteRow | undefined {
+    return this.db.prepare('SELECT * FROM pending_writes WHERE seq = ?').get(seq) as PendingWriteRow | undefined;
+  }
+
   /** Sends the recorded single-box envelope (making and recording it first if there is none). */
   private async dispatchBox(
     row: ChannelRow,
@@ -811,19 +850,12 @@ export class ChannelStore extends EventEmitter {
       this.db
         .prepare('UPDATE pending_writes SET next_index = ?, ciphertext = ?, descriptor = ?, envelope_hash = ? WHERE seq = ?')
         .run(enc.nextMessageBoxIndex, enc.messageCiphertext, enc.envelopeDescriptor, enc.envelopeHash, head.seq);
-      pending = this.db.prepare('SELECT * FROM pending_writes WHERE seq = ?').get(head.seq) as PendingWriteRow;
+      pending = this.pendingWrite(head.seq)!;
       this.progress({ stage: 'pending-recorded', channel: row.name, seq: head.seq, mode: 'box', index: indexCounter(pending.box_index) });
     }
-    try {
-      await client.startResendingEncryptedMessage(writeParams(writeCap, recordedEnvelope(pending)), { signal });
-    } catch (err) {
-      // The daemon refused this envelope (e.g. a stale replica epoch): make a
-      // fresh one next time. Same cap, index and plaintext give the same box.
-      if (isDaemonVerdict(err)) {
-        this.db.prepare('UPDATE pending_writes SET ciphertext = NULL, descriptor = NULL, envelope_hash = NULL WHERE seq = ?').run(head.seq);
-      }
-      throw err;
-    }
+    await sendRecorded(client, writeCap, pending, signal, () => {
+      this.db.prepare('UPDATE pending_writes SET ciphertext = NULL, descriptor = NULL, envelope_hash = NULL WHERE seq = ?').run(head.seq);
+    });
   }
 
   /** Writes every copy-stream element to the temp channel, then runs the copy command. */
@@ -856,18 +888,13 @@ export class ChannelStore extends EventEmitter {
             .get(head.seq, el.element) as CopyElementRow;
           this.progress({ stage: 'element-recorded', channel: row.name, seq: head.seq, element: el.element, elements: elements.length });
         }
-        try {
-          await client.startResendingEncryptedMessage(writeParams(tempCap, recordedEnvelope(env)), { signal });
-        } catch (err) {
-          if (isDaemonVerdict(err)) {
-            this.db
-              .prepare(
-                'UPDATE pending_copy_elements SET ciphertext = NULL, descriptor = NULL, envelope_hash = NULL WHERE seq = ? AND element = ?',
-              )
-              .run(head.seq, el.element);
-          }
-          throw err;
-        }
+        await sendRecorded(client, tempCap, env, signal, () => {
+          this.db
+            .prepare(
+              'UPDATE pending_copy_elements SET ciphertext = NULL, descriptor = NULL, envelope_hash = NULL WHERE seq = ? AND element = ?',
+            )
+            .run(head.seq, el.element);
+        });
         this.db.prepare('UPDATE pending_copy_elements SET done = 1 WHERE seq = ? AND element = ?').run(head.seq, el.element);
         this.progress({ stage: 'element-acked', channel: row.name, seq: head.seq, element: el.element, elements: elements.length });
         tempIndex = env.next_temp_index;

@@ -125,6 +125,19 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
     await h.cleanup();
   });
 
+  /** Waits for the child to stop at its stage, optionally lets one request through with its reply held, and kills it. */
+  async function killWhenStopped(c: Child, stallInFlight: boolean) {
+    await c.waitFor((l) => l.t === 'stopped');
+    if (stallInFlight) {
+      // Hold every reply, then let the child dispatch the recorded request: it
+      // reaches the emulator, its acknowledgement does not reach the child.
+      h.emulator.stallReplies(800);
+      c.resume();
+      await new Promise((r) => setTimeout(r, 150));
+    }
+    await c.kill();
+  }
+
   // Five messages; the third goes through a copy command (two or more boxes).
   const large = 'L'.repeat(2500) + randomBytes(1000).toString('hex');
   const messages = ['m1', 'm2', large, 'm4', 'm5'];
@@ -140,15 +153,7 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
       messages,
       stopAt: stopAt ?? { stage: 'pending-recorded', occurrence: 2, action: 'announce' },
     });
-    await first.waitFor((l) => l.t === 'stopped');
-    if (stallInFlight) {
-      // Hold every reply, then let the child dispatch the recorded write: it
-      // reaches the emulator, its acknowledgement does not reach the child.
-      h.emulator.stallReplies(800);
-      first.resume();
-      await new Promise((r) => setTimeout(r, 150));
-    }
-    await first.kill();
+    await killWhenStopped(first, stallInFlight);
     const before = readDb(db, (d) => ({
       pending: d.prepare('SELECT * FROM pending_writes').all() as any[],
       elements: d.prepare('SELECT * FROM pending_copy_elements ORDER BY element').all() as any[],
@@ -258,13 +263,7 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
       until: 'm5',
     };
     const first = child({ ...base, stopAt });
-    await first.waitFor((l) => l.t === 'stopped');
-    if (stallInFlight) {
-      h.emulator.stallReplies(800);
-      first.resume();
-      await new Promise((r) => setTimeout(r, 150));
-    }
-    await first.kill();
+    await killWhenStopped(first, stallInFlight);
     const second = child(base);
     await second.waitFor((l) => l.t === 'done');
     await second.finish();
