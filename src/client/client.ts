@@ -1593,17 +1593,18 @@ function code(reply: Record<string, unknown>, requestKind: RequestKind): number 
  * naming the frame kind and the field, never a bare TypeError/RangeError.
  */
 function intField(body: Record<string, unknown>, field: string, kind: string): number {
-  try {
-    return toNumber(body[field], field);
-  } catch (e) {
-    throw new ProtocolError(`${kind}: ${errorText(e)}`);
-  }
+  return inFrame(kind, () => toNumber(body[field], field));
 }
 
 /** A u64 field of a daemon frame as bigint; ProtocolError (kind and field) when malformed. */
 function u64Field(body: Record<string, unknown>, field: string, kind: string): bigint {
+  return inFrame(kind, () => toBigInt(body[field], field));
+}
+
+/** Runs a conversion of a `kind` frame's field; its failure is the daemon's ProtocolError. */
+function inFrame<T>(kind: string, convert: () => T): T {
   try {
-    return toBigInt(body[field], field);
+    return convert();
   } catch (e) {
     throw new ProtocolError(`${kind}: ${errorText(e)}`);
   }
@@ -1656,11 +1657,7 @@ function parseGeometry<T>(v: unknown, keys: readonly string[], name: string, tex
       if (typeof val !== 'number' && typeof val !== 'bigint') {
         throw new ProtocolError(`connection_status_event: ${name}.${key} must be an unsigned integer, got ${describeValue(val)}`);
       }
-      try {
-        out[key] = toNumber(val, `${name}.${key}`);
-      } catch (e) {
-        throw new ProtocolError(`connection_status_event: ${errorText(e)}`);
-      }
+      out[key] = inFrame('connection_status_event', () => toNumber(val, `${name}.${key}`));
     }
   }
   return out as T;
