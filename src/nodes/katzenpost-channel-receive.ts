@@ -7,7 +7,7 @@
  * after the last emitted message.
  */
 import type { ChannelItem, ChannelProblem, ChannelStore } from '../channels';
-import { errorStatusText, parseSeconds, useDaemon } from './shared';
+import { configNodeOf, errorStatusText, parseSeconds, useDaemon } from './shared';
 import katzenpostChannel = require('./katzenpost-channel');
 import type { Node, NodeAPI, NodeDef, NodeMessage } from './types';
 
@@ -21,8 +21,7 @@ export = function (RED: NodeAPI): void {
   function KatzenpostChannelReceiveNode(this: Node, def: ReceiveDef): void {
     RED.nodes.createNode(this, def);
     const node = this;
-    const target = typeof def.channel === 'string' && def.channel ? RED.nodes.getNode(def.channel) : null;
-    const channel = katzenpostChannel.isConfigNode(target) ? target : null;
+    const channel = configNodeOf(RED, def.channel, katzenpostChannel.isConfigNode);
     const pollInitialMs = Math.max(10, (parseSeconds(def.pollInterval) ?? 1) * 1000);
     const pollMaxMs = Math.max(pollInitialMs, (parseSeconds(def.maxPollInterval) ?? 10) * 1000);
     const controller = new AbortController();

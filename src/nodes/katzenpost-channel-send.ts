@@ -14,7 +14,7 @@
 import { DaemonDisconnectedError, InvalidArgumentError, ThinClientTimeoutError } from '../client/errors';
 import { MAX_MESSAGE_LENGTH, type ChannelProblem, type ChannelStore } from '../channels';
 import { formatMs } from './lib/daemon-connection';
-import { errorStatusText, resolveTimeoutMs, statusForConnection, toBuffer, useDaemon, type ConnectionState } from './shared';
+import { configNodeOf, errorStatusText, resolveTimeoutMs, statusForConnection, toBuffer, useDaemon, type ConnectionState } from './shared';
 import katzenpostChannel = require('./katzenpost-channel');
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeStatus } from './types';
 
@@ -31,8 +31,7 @@ export = function (RED: NodeAPI): void {
   function KatzenpostChannelSendNode(this: Node, def: SendDef): void {
     RED.nodes.createNode(this, def);
     const node = this;
-    const target = typeof def.channel === 'string' && def.channel ? RED.nodes.getNode(def.channel) : null;
-    const channel = katzenpostChannel.isConfigNode(target) ? target : null;
+    const channel = configNodeOf(RED, def.channel, katzenpostChannel.isConfigNode);
 
     let state: ConnectionState = 'idle';
     let queued = 0;

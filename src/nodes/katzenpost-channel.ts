@@ -30,7 +30,7 @@ import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { ConfigError, InvalidArgumentError, KatzenpostError } from '../client/errors';
 import { ChannelError, acquireSharedStore, type ChannelCaps, type ChannelStore, type SharedStore } from '../channels';
-import { decodeKeyText, isDaemonConfigNode, SIZES, type DaemonConnection } from './shared';
+import { configNodeOf, decodeKeyText, isDaemonConfigNode, SIZES, type DaemonConnection } from './shared';
 import type { Node, NodeAPI, NodeDef } from './types';
 
 const CHANNEL_TYPE = 'katzenpost-channel';
@@ -120,8 +120,7 @@ function katzenpostChannel(RED: NodeAPI): void {
     const mode = def.mode === 'imported' ? 'imported' : 'owned';
     const userDir = typeof RED.settings.userDir === 'string' && RED.settings.userDir ? RED.settings.userDir : join(homedir(), '.node-red');
     const dbPath = resolvePath(userDir, String(def.database ?? '').trim() || DEFAULT_DB_FILE);
-    const daemonNode = typeof def.daemon === 'string' && def.daemon ? RED.nodes.getNode(def.daemon) : null;
-    const connection = isDaemonConfigNode(daemonNode) ? daemonNode.connection : null;
+    const connection = configNodeOf(RED, def.daemon, isDaemonConfigNode)?.connection ?? null;
     const creds = (node.credentials ?? {}) as Record<string, string | undefined>;
     const userId = `${node.id}:channel`;
 

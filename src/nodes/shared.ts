@@ -58,7 +58,7 @@ export {
   errorStatusText,
 } from './lib/status';
 export type { ConnectionState } from './lib/status';
-export { useDaemon, isDaemonConfigNode } from './lib/user';
+export { useDaemon, isDaemonConfigNode, configNodeOf } from './lib/user';
 export type { DaemonConfigNode, DaemonUser, UseDaemonOptions } from './lib/user';
 export {
   toBuffer,

@@ -13,6 +13,12 @@ export interface DaemonConfigNode extends Node {
   connection: DaemonConnection;
 }
 
+/** The deployed config node a node's config property (`id`) selects, when `is` accepts it; else null. */
+export function configNodeOf<T>(RED: NodeAPI, id: unknown, is: (n: unknown) => n is T): T | null {
+  const n = typeof id === 'string' && id ? RED.nodes.getNode(id) : null;
+  return is(n) ? n : null;
+}
+
 export function isDaemonConfigNode(n: unknown): n is DaemonConfigNode {
   return (
     typeof n === 'object' &&
@@ -47,8 +53,7 @@ export interface UseDaemonOptions {
  */
 export function useDaemon(RED: NodeAPI, node: Node, daemonId: unknown, options: UseDaemonOptions = {}): DaemonUser {
   const status = new StatusController(node);
-  const configNode = typeof daemonId === 'string' && daemonId ? RED.nodes.getNode(daemonId) : null;
-  const connection = isDaemonConfigNode(configNode) ? configNode.connection : null;
+  const connection = configNodeOf(RED, daemonId, isDaemonConfigNode)?.connection ?? null;
   const userId = node.id;
 
   if (!connection) {
