@@ -43,10 +43,12 @@ export { blake2b256, newMessageId, newQueryId, newSurbId } from './client/crypto
 export * from './client/errors';
 export {
   APP_ID_LENGTH,
+  DEFAULT_FRAME_TIMEOUT_MS,
   DEFAULT_MAX_FRAME_LENGTH,
   DEFAULT_PIGEONHOLE_GEOMETRY,
   DEFAULT_SPHINX_GEOMETRY,
   FRAME_PREFIX_LENGTH,
+  FrameTimeoutError,
   FrameTooLargeError,
   HASH_LENGTH,
   INSTANCE_TOKEN_LENGTH,

@@ -15,6 +15,9 @@
  *    ACK, then start_resending_copy_command).
  * 4. On acknowledgement, one transaction removes the queue entry and its
  *    pending state, advances the write index and logs the message in `sent`.
+ * The worker ends when it finds the queue empty and marks itself stopped in
+ * that same synchronous step, so every send() is either seen by the worker
+ * or starts a new one.
  *
  * Crash windows (process killed at any instant):
  * - before (1) commits: the caller never got a promise that could settle; nothing queued.
@@ -261,7 +264,14 @@ interface Waiter<T> {
 }
 
 interface SenderState {
+  /**
+   * True while runSender() runs. Only kick() sets it and only runSender()
+   * clears it, in the same synchronous step in which it found the queue empty
+   * (or stopped), so a send() is either seen by that look at the queue or
+   * finds the flag clear and starts a new worker.
+   */
   running: boolean;
+  /** Ends the worker's current wait early; null when it is not waiting. */
   wake: (() => void) | null;
   controller: AbortController;
   done: Promise<void> | null;
@@ -703,50 +713,60 @@ export class ChannelStore extends EventEmitter {
       return;
     }
     state.running = true;
-    const s = state;
-    s.done = this.runSender(channelId, s)
-      .catch((err: Error) => {
-        // Only a database failure gets here (daemon errors are retried inside).
-        if (!this.closing) this.logger?.error(`channel send worker stopped: ${err.message}`);
-      })
-      .finally(() => {
-        s.running = false;
-      });
+    state.done = this.runSender(channelId, state).catch((err: Error) => {
+      // Only a database failure gets here (daemon errors are retried inside).
+      if (!this.closing) this.logger?.error(`channel send worker stopped: ${err.message}`);
+    });
   }
 
+  /**
+   * The send worker: processes the queue head by head and returns when the
+   * queue is empty. It clears `state.running` itself on the way out, with no
+   * await between its last look at the queue and that; clearing it later
+   * (e.g. in a .finally() of kick()) would leave microtask turns in which a
+   * send() sees a worker that is already leaving, and stays queued.
+   */
   private async runSender(channelId: number, state: SenderState): Promise<void> {
-    const backoff = new Backoff(this.retryInitialMs, this.retryMaxMs);
-    const signal = state.controller.signal;
-    while (!this.closed && !signal.aborted) {
-      const row = this.rowById(channelId);
-      if (!row) return;
-      const head = this.db
-        .prepare('SELECT * FROM outbound WHERE channel_id = ? ORDER BY seq LIMIT 1')
-        .get(channelId) as OutboundRow | undefined;
-      if (!head) return;
-      const client = this.clientFor(row.name);
-      if (!client || !client.isDaemonConnected()) {
-        // Nothing to do until a client is attached or the daemon is back; poll cheaply.
-        const p = pause(Math.min(this.retryInitialMs, 1000), signal);
-        state.wake = p.wake;
-        await p.promise;
-        state.wake = null;
-        continue;
+    try {
+      const backoff = new Backoff(this.retryInitialMs, this.retryMaxMs);
+      const signal = state.controller.signal;
+      while (!this.closed && !signal.aborted) {
+        const row = this.rowById(channelId);
+        if (!row) return;
+        const head = this.db
+          .prepare('SELECT * FROM outbound WHERE channel_id = ? ORDER BY seq LIMIT 1')
+          .get(channelId) as OutboundRow | undefined;
+        if (!head) return;
+        const client = this.clientFor(row.name);
+        if (!client || !client.isDaemonConnected()) {
+          // Nothing to do until a client is attached or the daemon is back; poll cheaply.
+          await this.senderWait(state, Math.min(this.retryInitialMs, 1000), signal);
+          continue;
+        }
+        try {
+          if (head.op === 'message') await this.processMessage(row, head, client, signal);
+          else await this.processTombstone(row, head, client, signal);
+          backoff.reset();
+        } catch (err) {
+          if (this.closed || signal.aborted) return;
+          const delay = backoff.next();
+          this.problem(row.name, head.op === 'message' ? 'send' : 'tombstone', err as Error, delay);
+          await this.senderWait(state, delay, signal);
+        }
       }
-      try {
-        if (head.op === 'message') await this.processMessage(row, head, client, signal);
-        else await this.processTombstone(row, head, client, signal);
-        backoff.reset();
-      } catch (err) {
-        if (this.closed || signal.aborted) return;
-        const delay = backoff.next();
-        this.problem(row.name, head.op === 'message' ? 'send' : 'tombstone', err as Error, delay);
-        const p = pause(delay, signal);
-        state.wake = p.wake;
-        await p.promise;
-        state.wake = null;
-      }
+    } finally {
+      // Runs synchronously on every return or throw above.
+      state.running = false;
+      state.wake = null;
     }
+  }
+
+  /** Waits `ms` (less if kick() wakes the worker or the signal aborts). */
+  private async senderWait(state: SenderState, ms: number, signal: AbortSignal): Promise<void> {
+    const p = pause(ms, signal);
+    state.wake = p.wake;
+    await p.promise;
+    state.wake = null;
   }
 
   /** Finds the first box of an adopted owned channel that does not exist yet. */

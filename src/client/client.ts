@@ -53,6 +53,7 @@ import {
   u64Arg,
 } from './validate';
 import {
+  DEFAULT_FRAME_TIMEOUT_MS,
   DEFAULT_MAX_FRAME_LENGTH,
   FrameDecoder,
   HASH_LENGTH,
@@ -68,6 +69,7 @@ import {
   SURB_ID_LENGTH,
   WRITE_CAP_LENGTH,
   bytesOrNull,
+  checkFixedLengths,
   decodeEnvelope,
   encodeFrame,
   encodeRequest,
@@ -96,6 +98,8 @@ export interface ThinClientOptions {
   requestTimeoutMs?: number;
   /** Largest frame body accepted on read (checked before allocating) and on write. Default 40 MiB. */
   maxFrameLength?: number;
+  /** A daemon frame still incomplete this long after its first byte drops the connection (then the client reconnects). Default 60 s. */
+  frameTimeoutMs?: number;
   /** Reconnect by itself after losing the daemon (§2.6). Default true. */
   reconnect?: boolean;
   /** First reconnect delay; doubles after each failed attempt. Default 1 s. */
@@ -210,6 +214,8 @@ type State = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 type EventArgs = { [K in keyof ThinClientEventMap]: [ThinClientEventMap[K]] };
 
 const KNOWN_RESPONSE_KINDS: readonly string[] = [...RESPONSE_KINDS, ...HEAD_RESPONSE_KINDS];
+/** Pinned frames that answer no call: the events and the handshake's session_token_reply. */
+const CALL_FREE_KINDS: ReadonlySet<string> = new Set(RESPONSE_KINDS.filter((k) => !k.endsWith('_reply') || k === 'session_token_reply'));
 const DEFAULT_DIAL: DialConfig = { kind: 'tcp', host: 'localhost', port: 64331, network: 'tcp' };
 const DEFAULT_BLOCKING_SEND_TIMEOUT_MS = 30_000;
 const SOCKET_END_GRACE_MS = 1_000;
@@ -295,6 +301,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
   private readonly handshakeTimeoutMs: number;
   private readonly requestTimeoutMs: number;
   private readonly maxFrameLength: number;
+  private readonly frameTimeoutMs: number;
   private readonly reconnectEnabled: boolean;
   private readonly reconnectInitialDelayMs: number;
   private readonly reconnectMaxDelayMs: number;
@@ -341,6 +348,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     this.handshakeTimeoutMs = positiveOption('handshakeTimeoutMs', options.handshakeTimeoutMs, 10_000);
     this.requestTimeoutMs = positiveOption('requestTimeoutMs', options.requestTimeoutMs, 30_000);
     this.maxFrameLength = positiveOption('maxFrameLength', options.maxFrameLength, DEFAULT_MAX_FRAME_LENGTH);
+    this.frameTimeoutMs = positiveOption('frameTimeoutMs', options.frameTimeoutMs, DEFAULT_FRAME_TIMEOUT_MS);
     this.reconnectInitialDelayMs = positiveOption('reconnectInitialDelayMs', options.reconnectInitialDelayMs, 1_000);
     this.reconnectMaxDelayMs = positiveOption('reconnectMaxDelayMs', options.reconnectMaxDelayMs, 60_000);
     if (options.reconnect !== undefined) booleanArg('reconnect', options.reconnect);
@@ -1150,7 +1158,12 @@ export class ThinClient extends EventEmitter<EventArgs> {
       id: ++this.connectionCounter,
       purpose,
       socket,
-      decoder: new FrameDecoder(this.maxFrameLength),
+      decoder: new FrameDecoder({
+        maxFrameLength: this.maxFrameLength,
+        frameTimeoutMs: this.frameTimeoutMs,
+        // A daemon that stops mid-frame would otherwise hold the buffer and look connected forever.
+        onFrameTimeout: (e) => this.failConnection(conn, new ThinClientTimeoutError(`daemon frame dropped: ${e.message}`)),
+      }),
       phase: 'status',
       sawShutdown: false,
       dead: false,
@@ -1211,6 +1224,8 @@ export class ThinClient extends EventEmitter<EventArgs> {
   }
 
   private handleFrame(conn: Connection, kind: string, body: Record<string, unknown>): void {
+    // A malformed reply fails only its own call (routeReply); a malformed event is a read error.
+    if (CALL_FREE_KINDS.has(kind)) checkFrameFields(kind, body);
     if (kind === 'shutdown_event') {
       // Recorded synchronously, before the EOF that follows can be seen (§10.2).
       conn.sawShutdown = true;
@@ -1316,6 +1331,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     conn.dead = true;
     if (conn.timer) clearTimeout(conn.timer);
     conn.timer = null;
+    conn.decoder.close(); // releases a partial frame and its deadline
     if (conn.phase !== 'ready') {
       if (this.handshaking === conn) this.handshaking = null;
       this.onHandshakeFailed(conn, this.handshakeError(conn));
@@ -1459,6 +1475,12 @@ export class ThinClient extends EventEmitter<EventArgs> {
     }
     if (replyKindOf(p.kind) !== kind) {
       this.log.warn(`dropping ${kind}: query ${p.key} is a ${p.kind}`);
+      return;
+    }
+    try {
+      checkFrameFields(kind, body);
+    } catch (e) {
+      p.reject(e as Error);
       return;
     }
     p.resolve(body);
@@ -1608,6 +1630,11 @@ function inFrame<T>(kind: string, convert: () => T): T {
   } catch (e) {
     throw new ProtocolError(`${kind}: ${errorText(e)}`);
   }
+}
+
+/** Every fixed-size byte field of a daemon frame has its §0 size; ProtocolError naming kind, field and sizes otherwise. */
+function checkFrameFields(kind: string, body: Record<string, unknown>): void {
+  inFrame(kind, () => checkFixedLengths(body));
 }
 
 /** A success reply must carry its blobs; a daemon that omits one is broken. */

@@ -152,7 +152,7 @@ export class CborError extends KatzenpostError {
   }
 }
 
-/** The daemon broke the protocol (handshake order, missing geometry, oversize frame). */
+/** The daemon broke the protocol (handshake order, missing geometry, oversize frame, a reply or event field of the wrong type or size). */
 export class ProtocolError extends KatzenpostError {
   constructor(message: string) {
     super('PROTOCOL', message);

@@ -26,6 +26,71 @@ export const MAX_COPY_PAYLOAD_LENGTH = 10 * 1024 * 1024;
 export const DEFAULT_MAX_FRAME_LENGTH = 40 * 1024 * 1024;
 export const FRAME_PREFIX_LENGTH = 4;
 
+/**
+ * The byte-string fields that have one fixed size wherever they appear
+ * (§0), by wire key. Built from the constants above, which the client's
+ * argument checks use; every daemon reply and event is checked against it
+ * on arrival (checkFixedLengths).
+ */
+export const FIXED_FIELD_LENGTHS: Readonly<Record<string, number>> = Object.freeze({
+  query_id: QUERY_ID_LENGTH,
+  id: MESSAGE_ID_LENGTH,
+  message_id: MESSAGE_ID_LENGTH,
+  surbid: SURB_ID_LENGTH,
+  app_id: APP_ID_LENGTH,
+  instance_token: INSTANCE_TOKEN_LENGTH,
+  client_instance_token: INSTANCE_TOKEN_LENGTH,
+  envelope_hash: HASH_LENGTH,
+  write_cap_hash: HASH_LENGTH,
+  courier_identity_hash: HASH_LENGTH,
+  destination_id_hash: HASH_LENGTH,
+  write_cap: WRITE_CAP_LENGTH,
+  dest_write_cap: WRITE_CAP_LENGTH,
+  read_cap: READ_CAP_LENGTH,
+  message_box_index: MESSAGE_BOX_INDEX_LENGTH,
+  first_message_index: MESSAGE_BOX_INDEX_LENGTH,
+  next_message_box_index: MESSAGE_BOX_INDEX_LENGTH,
+  dest_start_index: MESSAGE_BOX_INDEX_LENGTH,
+  start_index: MESSAGE_BOX_INDEX_LENGTH,
+  next_dest_index: MESSAGE_BOX_INDEX_LENGTH,
+  seed: SEED_LENGTH,
+});
+
+/** List-valued fields whose every element is null or of one fixed size (§4.18). */
+export const FIXED_ELEMENT_LENGTHS: Readonly<Record<string, number>> = Object.freeze({
+  next_dest_indices: MESSAGE_BOX_INDEX_LENGTH,
+});
+
+/**
+ * Check the top-level fields of one message body against
+ * FIXED_FIELD_LENGTHS and FIXED_ELEMENT_LENGTHS. null/absent means "not
+ * set" and passes (whether a field is required is the caller's business).
+ * Throws a RangeError naming the field, the expected and the actual size,
+ * e.g. "write_cap: expected 168 bytes, got 5" or "next_dest_indices[1]: …".
+ */
+export function checkFixedLengths(body: Record<string, unknown>): void {
+  for (const [field, v] of Object.entries(body)) {
+    const want = FIXED_FIELD_LENGTHS[field];
+    if (want !== undefined) checkLength(field, v, want);
+    const each = FIXED_ELEMENT_LENGTHS[field];
+    if (each === undefined || v === null || v === undefined) continue;
+    if (!Array.isArray(v)) throw new TypeError(`${field}: expected a list, got ${describeKind(v)}`);
+    v.forEach((item, i) => checkLength(`${field}[${i}]`, item, each));
+  }
+}
+
+function checkLength(field: string, v: unknown, want: number): void {
+  if (v === null || v === undefined || (v instanceof Uint8Array && v.length === want)) return;
+  throw new RangeError(`${field}: expected ${want} bytes, got ${v instanceof Uint8Array ? v.length : describeKind(v)}`);
+}
+
+/** What a non-byte-string value is, without its content (caps are secrets). */
+function describeKind(v: unknown): string {
+  if (v instanceof Uint8Array) return `${v.length} bytes`;
+  if (Array.isArray(v)) return 'an array';
+  return typeof v === 'object' ? 'a map' : `a ${typeof v}`;
+}
+
 // ------------------------------------------------------------- kinds (§3, §4)
 /** Request kinds in the Go binding's order (pinned, 16 keys). */
 export const REQUEST_KINDS = [
@@ -282,6 +347,36 @@ export class FrameTooLargeError extends Error {
   }
 }
 
+/** Default bound on the time from a frame's first byte to its last (both sides). */
+export const DEFAULT_FRAME_TIMEOUT_MS = 60_000;
+
+/** A frame did not complete within its bound; the decoder has been closed. */
+export class FrameTimeoutError extends Error {
+  constructor(
+    /** From the length prefix; null while the prefix itself is incomplete. */
+    readonly declaredLength: number | null,
+    /** Body bytes received, or prefix bytes while declaredLength is null. */
+    readonly receivedBytes: number,
+    readonly timeoutMs: number,
+  ) {
+    super(
+      declaredLength === null
+        ? `frame length prefix incomplete after ${timeoutMs} ms: ${receivedBytes} of ${FRAME_PREFIX_LENGTH} bytes received`
+        : `frame of declared length ${declaredLength} bytes incomplete after ${timeoutMs} ms: ${receivedBytes} bytes of its body received`,
+    );
+    this.name = 'FrameTimeoutError';
+  }
+}
+
+export interface FrameDecoderOptions {
+  /** Largest body accepted; checked before the body buffer is allocated. Default 40 MiB. */
+  maxFrameLength?: number;
+  /** Bound on the time from a frame's first byte to its last. Default: none. */
+  frameTimeoutMs?: number;
+  /** Called once when a frame misses frameTimeoutMs, after the decoder closed itself. */
+  onFrameTimeout?: (err: FrameTimeoutError) => void;
+}
+
 /** Prefix a CBOR body with its 4-byte big-endian length: one contiguous buffer, one write. */
 export function encodeFrame(body: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(FRAME_PREFIX_LENGTH + body.length);
@@ -291,66 +386,109 @@ export function encodeFrame(body: Uint8Array): Buffer {
 }
 
 /**
- * Incremental frame reader. The length prefix is checked against the limit
- * before any body buffer is allocated, so a hostile prefix costs nothing.
+ * Incremental frame reader, shared by the client and the emulator. The
+ * length prefix is checked against the limit before any body buffer is
+ * allocated, so a hostile prefix costs nothing; an accepted one gets its
+ * whole body buffer at once and every chunk is copied into it, so no
+ * socket chunk is kept and a large frame never exists twice. With
+ * frameTimeoutMs, a frame (prefix included) still incomplete that long
+ * after its first byte closes the decoder and is reported to
+ * onFrameTimeout: a peer that stops mid-frame cannot hold memory forever.
  */
 export class FrameDecoder {
-  private chunks: Buffer[] = [];
-  private buffered = 0;
+  readonly maxFrameLength: number;
+  private readonly frameTimeoutMs: number | null;
+  private readonly onFrameTimeout: ((err: FrameTimeoutError) => void) | null;
+  private readonly prefix = Buffer.alloc(FRAME_PREFIX_LENGTH);
+  private prefixFilled = 0;
+  /** The body of the frame in progress, allocated once its length is known. */
+  private body: Buffer | null = null;
+  private bodyFilled = 0;
+  private deadline: NodeJS.Timeout | null = null;
+  private closed = false;
 
-  constructor(readonly maxFrameLength: number = DEFAULT_MAX_FRAME_LENGTH) {}
+  /** `options` may be just the maximum frame length. */
+  constructor(options: number | FrameDecoderOptions = {}) {
+    const o = typeof options === 'number' ? { maxFrameLength: options } : options;
+    this.maxFrameLength = o.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH;
+    this.frameTimeoutMs = o.frameTimeoutMs ?? null;
+    this.onFrameTimeout = o.onFrameTimeout ?? null;
+  }
 
-  /** Feed bytes; returns every frame body completed by them. Throws FrameTooLargeError. */
+  /**
+   * Feed bytes; returns every frame body completed by them (each its own
+   * buffer). Throws FrameTooLargeError, again on every later push: the
+   * stream cannot be resynchronised. After close() or a timeout, returns [].
+   */
   push(chunk: Buffer): Buffer[] {
-    this.chunks.push(chunk);
-    this.buffered += chunk.length;
+    if (this.closed) return [];
     const frames: Buffer[] = [];
-    for (;;) {
-      if (this.buffered < FRAME_PREFIX_LENGTH) break;
-      const head = this.peek(FRAME_PREFIX_LENGTH);
-      const length = head.readUInt32BE(0);
-      if (length > this.maxFrameLength) throw new FrameTooLargeError(length, this.maxFrameLength);
-      if (this.buffered < FRAME_PREFIX_LENGTH + length) break;
-      this.consume(FRAME_PREFIX_LENGTH);
-      frames.push(this.consume(length));
+    let off = 0;
+    while (off < chunk.length || (this.prefixFilled === FRAME_PREFIX_LENGTH && !this.body)) {
+      if (!this.body) {
+        const take = Math.min(FRAME_PREFIX_LENGTH - this.prefixFilled, chunk.length - off);
+        chunk.copy(this.prefix, this.prefixFilled, off, off + take);
+        this.prefixFilled += take;
+        off += take;
+        if (this.prefixFilled < FRAME_PREFIX_LENGTH) break;
+        const length = this.prefix.readUInt32BE(0);
+        if (length > this.maxFrameLength) {
+          this.clearDeadline();
+          throw new FrameTooLargeError(length, this.maxFrameLength);
+        }
+        this.body = Buffer.allocUnsafe(length);
+        this.bodyFilled = 0;
+      }
+      const take = Math.min(this.body.length - this.bodyFilled, chunk.length - off);
+      chunk.copy(this.body, this.bodyFilled, off, off + take);
+      this.bodyFilled += take;
+      off += take;
+      if (this.bodyFilled < this.body.length) break;
+      frames.push(this.body);
+      this.body = null;
+      this.bodyFilled = 0;
+      this.prefixFilled = 0;
+      this.clearDeadline(); // the next frame gets its own
     }
+    if (this.prefixFilled > 0 && !this.deadline) this.startDeadline();
     return frames;
   }
 
+  /** Bytes received and not yet returned as frames (prefix included). */
   get pendingBytes(): number {
-    return this.buffered;
+    return this.prefixFilled + this.bodyFilled;
   }
 
-  private peek(n: number): Buffer {
-    if (this.chunks[0].length >= n) return this.chunks[0].subarray(0, n);
-    const joined = Buffer.concat(this.chunks);
-    this.chunks = [joined];
-    return joined.subarray(0, n);
+  /** Memory held for the frame in progress: its whole body buffer, allocated at the prefix. */
+  get reservedBytes(): number {
+    return this.body ? this.body.length : 0;
   }
 
-  private consume(n: number): Buffer {
-    if (n === 0) return Buffer.alloc(0);
-    const first = this.chunks[0];
-    let out: Buffer;
-    if (first.length >= n) {
-      // Copy so the frame does not pin a large socket chunk.
-      out = Buffer.from(first.subarray(0, n));
-      if (first.length === n) this.chunks.shift();
-      else this.chunks[0] = first.subarray(n);
-    } else {
-      out = Buffer.allocUnsafe(n);
-      let off = 0;
-      while (off < n) {
-        const c = this.chunks[0];
-        const take = Math.min(c.length, n - off);
-        c.copy(out, off, 0, take);
-        off += take;
-        if (take === c.length) this.chunks.shift();
-        else this.chunks[0] = c.subarray(take);
-      }
-    }
-    this.buffered -= n;
-    return out;
+  /** Stop: cancel the deadline, release the frame in progress, ignore further bytes. */
+  close(): void {
+    this.closed = true;
+    this.clearDeadline();
+    this.body = null;
+    this.bodyFilled = 0;
+    this.prefixFilled = 0;
+  }
+
+  private startDeadline(): void {
+    const ms = this.frameTimeoutMs;
+    if (ms === null) return;
+    this.deadline = setTimeout(() => {
+      this.deadline = null;
+      const err = this.body ? new FrameTimeoutError(this.body.length, this.bodyFilled, ms) : new FrameTimeoutError(null, this.prefixFilled, ms);
+      this.close();
+      this.onFrameTimeout?.(err);
+    }, ms);
+    // The socket, not this timer, decides whether the process stays alive.
+    this.deadline.unref();
+  }
+
+  private clearDeadline(): void {
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = null;
   }
 }
 
@@ -390,12 +528,37 @@ export function decodeEnvelope(data: Uint8Array, known: readonly string[]): Deco
       if (typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body)) {
         throw new TypeError(`member ${k} is not a map`);
       }
-      return { kind: k, body };
+      return { kind: k, body: ownBytes(body, data) };
     }
     unknown ??= { kind: k, body };
   }
-  if (unknown) return unknown;
+  if (unknown) return { kind: unknown.kind, body: ownBytes(unknown.body, data) };
   throw new TypeError('envelope has no non-null member');
+}
+
+/**
+ * Give every byte string in a decoded value its own memory (in place).
+ * cbor-x decodes byte strings as views into the frame, so a kept 32-byte
+ * hash would pin the whole frame - or the 8 KiB pool slab a small frame
+ * shares with other buffers. Small strings get an exactly sized copy (not
+ * Buffer.from, which pools them again). A byte string that is nearly the
+ * whole frame (a large payload) stays a view when the frame owns its
+ * ArrayBuffer: at most 1/8 of it is overhead, and a copy would briefly
+ * double a payload of up to 40 MiB.
+ */
+function ownBytes<T>(v: T, frame: Uint8Array): T {
+  if (v instanceof Uint8Array) {
+    const frameOwnsBuffer = frame.byteOffset === 0 && frame.byteLength === frame.buffer.byteLength;
+    if (frameOwnsBuffer && v.buffer === frame.buffer && (frame.byteLength - v.byteLength) * 8 <= v.byteLength) {
+      return (Buffer.isBuffer(v) ? v : Buffer.from(v.buffer, v.byteOffset, v.byteLength)) as T;
+    }
+    return Buffer.from(v.buffer.slice(v.byteOffset, v.byteOffset + v.byteLength)) as T;
+  }
+  if (v !== null && typeof v === 'object') {
+    const o = v as Record<string, unknown>;
+    for (const k of Object.keys(o)) o[k] = ownBytes(o[k], frame);
+  }
+  return v;
 }
 
 // ------------------------------------------------ request bodies (§3, Python order)

@@ -25,6 +25,12 @@ Options:
   --replicas N           storage replicas in the PKI document (default 5)
   --grace-period SECONDS how long a disconnected client's session can be resumed (default 1800)
   --max-send-queue BYTES drop a client whose unread replies exceed this (default 67108864)
+  --frame-timeout SECONDS
+                         close a client whose request frame is still incomplete this long
+                         after its first byte (default 60)
+  --max-buffered BYTES   cap on the memory of all clients together: unread replies plus
+                         partial request frames (at their declared length); past it the
+                         client holding the most is dropped (default 268435456)
   --offline              start with the mixnet unreachable (connection status is_connected=false)
   --verbose, -v          log every connection and request (capabilities are never logged)
   --help, -h             show this help and exit
@@ -60,6 +66,12 @@ function fail(message: string): never {
 function positiveNumber(flag: string, v: string | undefined): number {
   const n = Number(v);
   if (v === undefined || !Number.isFinite(n) || n <= 0) fail(`${flag} needs a positive number`);
+  return n;
+}
+
+function positiveInteger(flag: string, v: string | undefined): number {
+  const n = Number(v);
+  if (v === undefined || !Number.isInteger(n) || n <= 0) fail(`${flag} needs a positive integer`);
   return n;
 }
 
@@ -120,6 +132,12 @@ export function parseArgs(argv: string[]): Parsed {
         break;
       case '--max-send-queue':
         options.maxSendQueueBytes = integer(arg, take());
+        break;
+      case '--frame-timeout':
+        options.frameTimeoutMs = positiveNumber(arg, take()) * 1000;
+        break;
+      case '--max-buffered':
+        options.maxBufferedBytes = positiveInteger(arg, take());
         break;
       case '--offline':
         options.online = false;

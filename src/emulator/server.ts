@@ -1,6 +1,7 @@
 /**
  * The emulated kpclientd: sockets, per-connection sessions, the handshake,
- * bounded send queues, ARQ operations, the legacy echo path, epochs and
+ * bounded send queues, a deadline on partial request frames and a memory
+ * cap across connections, ARQ operations, the legacy echo path, epochs and
  * fault injection (PROTOCOL.md §1-§2, §7.6, §10; PIGEONHOLE.md §2).
  *
  * It has no anonymity whatsoever: it is a single process holding every
@@ -14,6 +15,7 @@ import { setTimeout as sleepTimer } from 'node:timers/promises';
 import type { DialConfig } from '../client/config';
 import {
   APP_ID_LENGTH,
+  DEFAULT_FRAME_TIMEOUT_MS,
   DEFAULT_MAX_FRAME_LENGTH,
   DEFAULT_PIGEONHOLE_GEOMETRY,
   DEFAULT_SPHINX_GEOMETRY,
@@ -78,6 +80,15 @@ export interface EmulatorOptions {
   maxSendQueueBytes?: number;
   /** Largest request frame accepted (40 MiB, as HEAD). */
   maxFrameLength?: number;
+  /** A request frame still incomplete this long after its first byte closes its connection. Default 60 s. */
+  frameTimeoutMs?: number;
+  /**
+   * Bound on the memory all connections hold together: queued unsent
+   * replies plus partial request frames (each counted at its declared
+   * length, which is allocated up front). Past it, the connection holding
+   * the most is dropped. Default 256 MiB.
+   */
+  maxBufferedBytes?: number;
   /** Log sink (never receives capabilities). Default: silent. */
   log?: (line: string) => void;
 }
@@ -105,6 +116,7 @@ export interface Emulator {
 export const DEFAULT_LISTEN = '127.0.0.1:64331';
 export const DEFAULT_GRACE_PERIOD_MS = 30 * 60 * 1000;
 export const DEFAULT_MAX_SEND_QUEUE_BYTES = 64 * 1024 * 1024;
+export const DEFAULT_MAX_BUFFERED_BYTES = 256 * 1024 * 1024;
 /** Legacy replies and ARQ results kept for a disconnected session (§2.3). */
 export const MAX_QUEUED_RESPONSES = 1000;
 /** Terminal copy verdicts are cached by the courier this long (PIGEONHOLE §2.6). */
@@ -252,10 +264,26 @@ class Connection {
     private readonly emu: EmulatorServer,
     readonly socket: net.Socket,
     session: Session,
-    maxFrameLength: number,
+    framing: { maxFrameLength: number; frameTimeoutMs: number },
   ) {
     this.session = session;
-    this.decoder = new FrameDecoder(maxFrameLength);
+    this.decoder = new FrameDecoder({
+      ...framing,
+      onFrameTimeout: (e) => {
+        this.emu.log(`conn ${this.id}: ${e.message}; closing`);
+        this.destroy();
+      },
+    });
+  }
+
+  /** Replies written or queued but not yet taken by the peer (our queues plus the socket's). */
+  get queuedBytes(): number {
+    return this.pendingBytes + this.socket.writableLength;
+  }
+
+  /** What this connection costs in memory: queued replies plus the partial request frame. */
+  get bufferedBytes(): number {
+    return this.queuedBytes + this.decoder.reservedBytes;
   }
 
   /** Queue a frame; frames leave in order. `force` ignores a reply stall (shutdown). */
@@ -294,11 +322,12 @@ class Connection {
 
   private checkBound(): void {
     if (this.closed) return;
-    const total = this.pendingBytes + this.socket.writableLength;
-    if (total > this.emu.maxSendQueueBytes) {
+    if (this.queuedBytes > this.emu.maxSendQueueBytes) {
       this.emu.log(`conn ${this.id}: send queue over ${this.emu.maxSendQueueBytes} bytes (client not reading), dropping the connection`);
       this.destroy();
+      return;
     }
+    this.emu.enforceMemoryCap();
   }
 
   private scheduleFlush(): void {
@@ -338,6 +367,7 @@ class Connection {
     if (this.flushTimer) clearTimeout(this.flushTimer);
     this.pending = [];
     this.held = [];
+    this.decoder.close();
     this.socket.destroy();
   }
 }
@@ -346,12 +376,13 @@ class Connection {
 export class EmulatorServer implements Emulator {
   readonly latency: LatencyMode;
   readonly maxSendQueueBytes: number;
+  readonly maxBufferedBytes: number;
   stalledUntil = 0;
 
   private readonly timing: Timing;
   private readonly epochPeriodMs: number;
   private readonly graceMs: number;
-  private readonly maxFrameLength: number;
+  private readonly framing: { maxFrameLength: number; frameTimeoutMs: number };
   private readonly sphinx: SphinxGeometry = DEFAULT_SPHINX_GEOMETRY;
   private readonly pigeonhole: PigeonholeGeometry = DEFAULT_PIGEONHOLE_GEOMETRY;
   private readonly g: BoxGeometry;
@@ -391,7 +422,11 @@ export class EmulatorServer implements Emulator {
     this.timing = createTiming(latency);
     this.graceMs = options.sessionGracePeriodMs ?? DEFAULT_GRACE_PERIOD_MS;
     this.maxSendQueueBytes = options.maxSendQueueBytes ?? DEFAULT_MAX_SEND_QUEUE_BYTES;
-    this.maxFrameLength = options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH;
+    this.maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    if (!(this.maxBufferedBytes > 0)) throw new RangeError('maxBufferedBytes must be a positive number');
+    const frameTimeoutMs = options.frameTimeoutMs ?? DEFAULT_FRAME_TIMEOUT_MS;
+    if (!(frameTimeoutMs > 0 && Number.isFinite(frameTimeoutMs))) throw new RangeError('frameTimeoutMs must be a positive number');
+    this.framing = { maxFrameLength: options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH, frameTimeoutMs };
     this.online = options.online ?? true;
     this.logSink = options.log ?? (() => {});
     this.listenAddress = parseListenAddress(options.listen ?? DEFAULT_LISTEN);
@@ -404,6 +439,31 @@ export class EmulatorServer implements Emulator {
 
   log(line: string): void {
     this.logSink(line);
+  }
+
+  /**
+   * Keep the memory of all connections together under maxBufferedBytes by
+   * dropping the connection that holds the most (on a tie, the newest),
+   * until the rest fit. Called whenever a connection's share grows.
+   */
+  enforceMemoryCap(): void {
+    for (;;) {
+      let total = 0;
+      let worst: Connection | null = null;
+      for (const c of this.connections) {
+        if (c.closed) continue;
+        const held = c.bufferedBytes;
+        total += held;
+        if (!worst || held >= worst.bufferedBytes) worst = c;
+      }
+      if (!worst || total <= this.maxBufferedBytes) return;
+      this.log(
+        `conn ${worst.id}: memory held by all connections (${total} bytes) is over the cap of ${this.maxBufferedBytes} bytes; ` +
+          `dropping this connection, which holds the most: ${worst.queuedBytes} bytes of queued unsent replies, ` +
+          `${worst.decoder.reservedBytes} bytes for a partial request frame`,
+      );
+      worst.destroy();
+    }
   }
 
   // ---------------------------------------------------------------- lifecycle
@@ -612,7 +672,7 @@ export class EmulatorServer implements Emulator {
     }
     socket.setNoDelay?.(true);
     const session = this.newSession();
-    const conn = new Connection(this, socket, session, this.maxFrameLength);
+    const conn = new Connection(this, socket, session, this.framing);
     session.conn = conn;
     this.connections.add(conn);
     this.log(`conn ${conn.id}: accepted (${this.connections.size} open)`);
@@ -634,6 +694,7 @@ export class EmulatorServer implements Emulator {
       conn.destroy();
       return;
     }
+    if (conn.decoder.reservedBytes > 0) this.enforceMemoryCap();
     for (const f of frames) {
       if (conn.closed) return;
       this.onFrame(conn, f);
@@ -663,6 +724,7 @@ export class EmulatorServer implements Emulator {
 
   private onClose(conn: Connection): void {
     conn.closed = true;
+    conn.decoder.close(); // the peer left mid-frame: release it and its deadline
     this.connections.delete(conn);
     const s = conn.session;
     this.log(`conn ${conn.id}: closed (${this.connections.size} open)`);

@@ -990,6 +990,41 @@ describe('ThinClient against a scripted daemon', function () {
       await waitFor(() => c.isDaemonConnected());
     });
 
+    it('drops a frame still incomplete after frameTimeoutMs, naming declared length, bytes received and bound, then reconnects', async () => {
+      const [c, conn] = await connected({ frameTimeoutMs: 300 });
+      const disc = new Promise<any>((r) => c.once('daemonDisconnected', r));
+      const rec = new Promise<any>((r) => c.once('daemonReconnected', r));
+      const declared = 40 * 1024 * 1024 - 16;
+      const prefix = Buffer.alloc(4);
+      prefix.writeUInt32BE(declared, 0);
+      conn.sendRaw(prefix);
+      // Keep the frame moving: the bound is on the whole frame, not on silence.
+      let sent = 0;
+      const drip = setInterval(() => {
+        if (conn.closed) return;
+        conn.sendRaw(Buffer.alloc(4096, 0x41));
+        sent += 4096;
+      }, 20);
+      try {
+        const e = await disc;
+        assert.equal(e.isGraceful, false);
+        assert.ok(e.error instanceof ThinClientTimeoutError, String(e.error));
+        assert.match(e.error.message, new RegExp(`declared length ${declared} bytes`));
+        assert.match(e.error.message, /300 ms/);
+        const received = Number(/(\d+) bytes of its body received/.exec(e.error.message)?.[1]);
+        assert.ok(received > 0 && received <= sent, `received ${received} of ${sent} sent`);
+        assert.equal(c.isDaemonConnected(), false);
+      } finally {
+        clearInterval(drip);
+      }
+      await waitFor(() => conn.closed, 2000, 'client dropped the socket');
+      const conn2 = await daemon.accept();
+      await conn2.handshake({ instanceToken: TOKEN_A, resumed: true });
+      const r = await rec;
+      assert.equal(r.resumed, true);
+      assert.equal(c.isDaemonConnected(), true);
+    });
+
     it('backs off exponentially up to the cap between failed attempts', async () => {
       const [c, conn] = await connected({ reconnectInitialDelayMs: 40, reconnectMaxDelayMs: 160 });
       const times: number[] = [];

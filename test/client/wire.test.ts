@@ -1,9 +1,11 @@
 import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import sinon from 'sinon';
 
 import {
   DEFAULT_MAX_FRAME_LENGTH,
   FrameDecoder,
+  FrameTimeoutError,
   FrameTooLargeError,
   RESPONSE_KINDS,
   decodeCbor,
@@ -101,6 +103,102 @@ describe('wire: framing', () => {
       allocUnsafe.restore();
       alloc.restore();
     }
+  });
+});
+
+describe('wire: large and partial frames', () => {
+  it('copies a large frame fed in many chunks into one buffer of the declared length, keeping no chunk', () => {
+    const body = randomBytes(3 * 1024 * 1024 + 17);
+    const frame = encodeFrame(body);
+    const d = new FrameDecoder();
+    const out: Buffer[] = [];
+    // The first cut splits the length prefix; the odd step misaligns every later chunk.
+    const cuts = [0, 2];
+    for (let off = 2 + 65_531; off < frame.length; off += 65_531) cuts.push(off);
+    cuts.push(frame.length);
+    for (let i = 0; i + 1 < cuts.length; i++) {
+      const chunk = Buffer.from(frame.subarray(cuts[i], cuts[i + 1])); // a private buffer, as a socket hands out
+      out.push(...d.push(chunk));
+      if (i === 1) assert.equal(d.reservedBytes, body.length, 'the body buffer is allocated once the length is known');
+      // A decoder still referencing this chunk would now see garbage.
+      chunk.fill(0xee);
+    }
+    assert.equal(out.length, 1);
+    assert.ok(out[0].equals(body), 'decoded body equals the original');
+    assert.equal(d.pendingBytes, 0);
+    assert.equal(d.reservedBytes, 0);
+  });
+
+  describe('frame deadline', () => {
+    let clock: sinon.SinonFakeTimers;
+    beforeEach(() => {
+      clock = sinon.useFakeTimers();
+    });
+    afterEach(() => clock.restore());
+
+    function decoderWithDeadline(ms: number): { d: FrameDecoder; timeouts: FrameTimeoutError[] } {
+      const timeouts: FrameTimeoutError[] = [];
+      const d = new FrameDecoder({ frameTimeoutMs: ms, onFrameTimeout: (e) => timeouts.push(e) });
+      return { d, timeouts };
+    }
+
+    it('reports a frame that misses the bound, counted from its first byte, naming declared length, bytes received and bound', () => {
+      const { d, timeouts } = decoderWithDeadline(1000);
+      const frame = encodeFrame(Buffer.alloc(5000, 1));
+      d.push(frame.subarray(0, 1004));
+      clock.tick(600);
+      d.push(frame.subarray(1004, 2004)); // progress does not extend the deadline
+      clock.tick(399);
+      assert.equal(timeouts.length, 0);
+      clock.tick(1);
+      assert.equal(timeouts.length, 1);
+      const e = timeouts[0];
+      assert.ok(e instanceof FrameTimeoutError);
+      assert.equal(e.declaredLength, 5000);
+      assert.equal(e.receivedBytes, 2000);
+      assert.equal(e.timeoutMs, 1000);
+      assert.match(e.message, /declared length 5000 bytes/);
+      assert.match(e.message, /2000 bytes/);
+      assert.match(e.message, /1000 ms/);
+      assert.equal(d.reservedBytes, 0, 'the partial frame is released');
+      assert.deepEqual(d.push(frame.subarray(2004)), [], 'a timed-out decoder yields nothing more');
+      clock.tick(10_000);
+      assert.equal(timeouts.length, 1, 'reported once');
+    });
+
+    it('bounds each frame separately and runs no deadline between frames', () => {
+      const { d, timeouts } = decoderWithDeadline(1000);
+      const a = encodeFrame(Buffer.alloc(10, 1));
+      const b = encodeFrame(Buffer.alloc(10, 2));
+      d.push(a.subarray(0, 5));
+      clock.tick(900);
+      assert.equal(d.push(Buffer.concat([a.subarray(5), b.subarray(0, 5)])).length, 1); // b starts at t=900
+      clock.tick(900); // past a's deadline, not b's
+      assert.equal(timeouts.length, 0);
+      assert.equal(d.push(b.subarray(5)).length, 1);
+      clock.tick(60_000); // an idle connection is not a partial frame
+      assert.equal(timeouts.length, 0);
+    });
+
+    it('bounds a half-received length prefix too', () => {
+      const { d, timeouts } = decoderWithDeadline(250);
+      d.push(Buffer.from([0, 0]));
+      clock.tick(250);
+      assert.equal(timeouts.length, 1);
+      assert.equal(timeouts[0].declaredLength, null);
+      assert.equal(timeouts[0].receivedBytes, 2);
+      assert.match(timeouts[0].message, /length prefix/);
+    });
+
+    it('close() cancels the deadline and releases the partial frame', () => {
+      const { d, timeouts } = decoderWithDeadline(100);
+      d.push(encodeFrame(Buffer.alloc(4096)).subarray(0, 100));
+      assert.equal(d.reservedBytes, 4096);
+      d.close();
+      assert.equal(d.reservedBytes, 0);
+      clock.tick(1000);
+      assert.equal(timeouts.length, 0);
+    });
   });
 });
 

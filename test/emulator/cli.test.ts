@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { resolve } from 'node:path';
+import { parseArgs } from '../../src/emulator/cli';
 import { RawClient, tempSocketDir } from './helpers';
 
 const ROOT = resolve(__dirname, '..', '..');
@@ -80,6 +81,8 @@ describe('katzenpost-emulator CLI', function () {
       '--replicas N',
       '--grace-period SECONDS',
       '--max-send-queue BYTES',
+      '--frame-timeout SECONDS',
+      '--max-buffered BYTES',
       '--offline',
       '--verbose',
       '--help',
@@ -91,6 +94,23 @@ describe('katzenpost-emulator CLI', function () {
     }
     assert.match(r.stdout, /SIMULATOR/);
     assert.match(r.stdout, /NO anonymity/);
+  });
+
+  it('parses --frame-timeout (seconds) and --max-buffered (bytes) into the emulator options', () => {
+    const { options } = parseArgs(['--frame-timeout', '2.5', '--max-buffered=1048576']);
+    assert.equal(options.frameTimeoutMs, 2500);
+    assert.equal(options.maxBufferedBytes, 1048576);
+  });
+
+  it('closes a connection whose frame stalls past --frame-timeout and says why in the verbose log', async () => {
+    const r = await start(['--listen', '127.0.0.1:0', '--frame-timeout', '0.2', '-v']);
+    const c = await rawClient(r.address);
+    await c.handshake();
+    const prefix = Buffer.alloc(4);
+    prefix.writeUInt32BE(2048, 0);
+    c.sendRaw(Buffer.concat([prefix, Buffer.alloc(10)]));
+    await c.waitClosed(5000);
+    await waitForOutput(r.out, /declared length 2048 bytes incomplete after 200 ms: 10 bytes of its body received/);
   });
 
   it('rejects an unknown option with exit code 2', () => {

@@ -14,6 +14,7 @@ import {
   DEFAULT_SPHINX_GEOMETRY,
   encodeCbor,
   encodeFrame,
+  encodeRequest,
   PIGEONHOLE_GEOMETRY_KEYS,
   RESPONSE_KINDS,
   SPHINX_GEOMETRY_KEYS,
@@ -434,6 +435,101 @@ describe('emulator protocol (raw sockets)', function () {
       assert.ok(c.closed, 'the non-reading client was disconnected');
       assert.equal((await bystander.call('new_keypair', { seed: randomBytes(32) })).error_code, 0);
       assert.equal(emu.connectionCount(), 1);
+    });
+  });
+
+  // ---------------------------------------------------------------- resource bounds
+  describe('resource bounds', () => {
+    function lengthPrefix(length: number): Buffer {
+      const b = Buffer.alloc(4);
+      b.writeUInt32BE(length, 0);
+      return b;
+    }
+
+    /** Connection IDs from the emulator log, in accept order. */
+    function acceptedIds(logs: string[]): number[] {
+      return logs.flatMap((l) => {
+        const m = /^conn (\d+): accepted/.exec(l);
+        return m ? [Number(m[1])] : [];
+      });
+    }
+
+    const stalls: [string, Buffer, RegExp][] = [
+      ['request frame', Buffer.concat([lengthPrefix(1024 * 1024), Buffer.alloc(1000)]), /declared length 1048576 bytes incomplete after 200 ms: 1000 bytes of its body received/],
+      ['length prefix', Buffer.from([0, 0]), /length prefix incomplete after 200 ms: 2 of 4 bytes received/],
+    ];
+    for (const [what, partial, logged] of stalls) {
+      it(`closes a connection whose ${what} stalls past frameTimeoutMs and logs why; an idle connection stays`, async () => {
+        const logs: string[] = [];
+        const emu = await emulator({ frameTimeoutMs: 200, log: (l) => logs.push(l) });
+        const idle = await ready(emu);
+        const c = await ready(emu);
+        c.sendRaw(partial);
+        await c.waitClosed(3000);
+        assert.ok(logs.some((l) => logged.test(l)), `a log line matches ${logged}:\n${logs.join('\n')}`);
+        // `idle` sent nothing for at least the bound: silence between frames is not a stall.
+        assert.equal((await idle.call('new_keypair', { seed: randomBytes(32) })).error_code, 0);
+      });
+    }
+
+    it('drops the connection holding the most when partial frames across connections pass maxBufferedBytes', async () => {
+      const logs: string[] = [];
+      const emu = await emulator({ maxBufferedBytes: 1024 * 1024, log: (l) => logs.push(l) });
+      // Any two of these fit under the cap; all three do not, whatever order they arrive in.
+      const queries = [0, 1, 2].map(() => randomBytes(16));
+      const frames = [400, 500, 300].map((kib, i) =>
+        encodeFrame(encodeRequest('new_keypair', { query_id: queries[i], seed: randomBytes(32), padding: Buffer.alloc(kib * 1024) })),
+      );
+      const clients: RawClient[] = [];
+      for (let i = 0; i < frames.length; i++) clients.push(await ready(emu));
+      const ids = acceptedIds(logs);
+      // Everything but the last byte: each connection now holds a partial frame.
+      clients.forEach((c, i) => c.sendRaw(frames[i].subarray(0, frames[i].length - 1)));
+      await clients[1].waitClosed(3000);
+      const drops = logs.filter((l) => /over the cap/.test(l));
+      assert.equal(drops.length, 1, drops.join('\n'));
+      assert.match(drops[0], new RegExp(`^conn ${ids[1]}: `));
+      assert.match(drops[0], /cap of 1048576 bytes/);
+      assert.match(drops[0], new RegExp(`${frames[1].length - 4} bytes for a partial request frame`), 'names what the dropped connection held');
+      for (const i of [0, 2]) {
+        clients[i].sendRaw(frames[i].subarray(frames[i].length - 1));
+        assert.equal((await clients[i].reply('new_keypair_reply', queries[i])).body.error_code, 0);
+      }
+    });
+
+    it('drops the non-reading connection with the most queued replies when the total passes maxBufferedBytes; other non-readers keep theirs', async () => {
+      const logs: string[] = [];
+      const emu = await emulator({ maxBufferedBytes: 512 * 1024, log: (l) => logs.push(l) });
+      const bystander = await ready(emu);
+      const quiet = [await ready(emu), await ready(emu)];
+      const heavy = await ready(emu);
+      const heavyId = acceptedIds(logs).at(-1);
+      const quietQueries = quiet.map((c) => {
+        c.socket.pause();
+        const q = randomBytes(16);
+        c.send('get_pki_document', { query_id: q, epoch: 0 });
+        return q;
+      });
+      heavy.socket.pause();
+      const request = encodeFrame(encodeCbor({ get_pki_document: { query_id: randomBytes(16), epoch: 0 } }));
+      const burst = Buffer.concat(Array.from({ length: 200 }, () => request));
+      const deadline = Date.now() + 10_000;
+      while (!heavy.closed && Date.now() < deadline) {
+        heavy.sendRaw(burst);
+        await delay(20);
+      }
+      assert.ok(heavy.closed, 'the heaviest non-reader was disconnected');
+      const drops = logs.filter((l) => /over the cap/.test(l));
+      assert.equal(drops.length, 1, drops.join('\n'));
+      assert.match(drops[0], new RegExp(`^conn ${heavyId}: `));
+      assert.match(drops[0], /cap of 524288 bytes/);
+      assert.match(drops[0], /holds the most: [1-9]\d* bytes of queued unsent replies/);
+      for (const [i, c] of quiet.entries()) {
+        c.socket.resume();
+        assert.equal((await c.reply('get_pki_document_reply', quietQueries[i])).body.error_code, 0);
+        assert.equal(c.closed, false);
+      }
+      assert.equal((await bystander.call('new_keypair', { seed: randomBytes(32) })).error_code, 0);
     });
   });
 
