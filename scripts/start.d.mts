@@ -4,6 +4,8 @@ import type { ChildProcess } from 'node:child_process';
 export const ROOT: string;
 export const DEFAULT_EMULATOR_LISTEN: string;
 export const DEFAULT_EDITOR_PORT: number;
+/** The thin-client address of the running `npm run mixnet` network; throws when none runs. */
+export function mixnetDaemonAddress(stateDir?: string): string;
 
 export type DaemonTarget =
   | { kind: 'tcp'; host: string; port: number }

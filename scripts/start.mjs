@@ -32,6 +32,8 @@ Options:
   --host HOST           editor address (default 127.0.0.1: loopback only, the editor has no login)
   --daemon ADDRESS      use a real kpclientd instead of the emulator:
                         HOST:PORT, a Unix socket path, @abstract-name, or a thinclient.toml path
+  --mixnet              use the kpclientd of the local real network
+                        (start it first: npm run mixnet -- start)
   --no-emulator         do not start the emulator (the flows dial ${DEFAULT_EMULATOR_LISTEN}
                         unless --daemon says otherwise)
   --emulator ADDRESS    where the emulator listens (default ${DEFAULT_EMULATOR_LISTEN})
@@ -67,6 +69,7 @@ export function parseArgs(argv) {
       }
       case '--host': o.host = value(); break;
       case '--daemon': o.daemon = value(); break;
+      case '--mixnet': o.daemon = mixnetDaemonAddress(); break;
       case '--no-emulator': o.emulator = false; break;
       case '--emulator': o.emulatorListen = value(); break;
       case '--realistic': o.realistic = true; break;
@@ -80,6 +83,14 @@ export function parseArgs(argv) {
   // A real daemon replaces the emulator: running both would only confuse.
   if (o.daemon) o.emulator = false;
   return o;
+}
+
+/** The thin-client address of the network that `npm run mixnet -- start` runs (its .mixnet/pids.json). */
+export function mixnetDaemonAddress(stateDir = process.env.KATZENPOST_MIXNET_DIR || join(ROOT, '.mixnet')) {
+  const file = join(stateDir, 'pids.json');
+  if (!existsSync(file)) throw new Error(`--mixnet: no local network is running (${file} is missing); start it with: npm run mixnet -- start`);
+  const { clientPort } = JSON.parse(readFileSync(file, 'utf8'));
+  return `127.0.0.1:${clientPort}`;
 }
 
 /**

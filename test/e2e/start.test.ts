@@ -57,6 +57,18 @@ describe('npm start (scripts/start.mjs)', function () {
       assert.throws(() => s.parseArgs(['--bogus']), /unknown option "--bogus"/);
     });
 
+    it('--mixnet points the demo at the local real network, or says how to start it', async function () {
+      const s = await loadStart();
+      const dir = mkdtempSync(join(tmpdir(), 'kp-mixnet-state-'));
+      try {
+        assert.throws(() => s.mixnetDaemonAddress(dir), /no local network is running .*npm run mixnet -- start/);
+        writeFileSync(join(dir, 'pids.json'), JSON.stringify({ clientPort: 42000, processes: {} }));
+        assert.equal(s.mixnetDaemonAddress(dir), '127.0.0.1:42000');
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+
     it('reads daemon addresses as TCP, Unix socket, abstract socket or thinclient.toml', async function () {
       const s = await loadStart();
       assert.deepEqual(s.parseDaemonAddress('127.0.0.1:64331'), { kind: 'tcp', host: '127.0.0.1', port: 64331 });

@@ -21,6 +21,7 @@ import {
 } from '../../src/client/wire';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator';
 import { blake2b256 } from '../../src/emulator/pki';
+import { assertSameShape } from '../support/shape';
 import { delay, RawClient, sharedDir, tempSocketDir, type Frame } from './helpers';
 import { keypair, readBox, resendBody, writeBox, writeTempStream } from './raw-flows';
 
@@ -37,28 +38,6 @@ function vectorBody(kind: string, pick: (b: any) => boolean = () => true): { env
   const f = vectors.find((v) => v.dir === 'daemon->client' && v.obj[kind] !== null && v.obj[kind] !== undefined && pick(v.obj[kind]));
   assert.ok(f, `vector for ${kind}`);
   return { envelope: f.obj, body: f.obj[kind] };
-}
-
-/** Type class of a decoded value or of the vectors' JSON rendering (byte strings as "h'…'"). */
-function typeClass(v: unknown): string {
-  if (v === null || v === undefined) return 'null';
-  if (Buffer.isBuffer(v) || v instanceof Uint8Array) return 'bytes';
-  if (typeof v === 'string') return v.startsWith("h'") ? 'bytes' : 'text';
-  if (typeof v === 'number' || typeof v === 'bigint') return 'uint';
-  if (typeof v === 'boolean') return 'bool';
-  if (Array.isArray(v)) return 'array';
-  return 'map';
-}
-
-/** Same keys in the same order with the same type classes, recursively. */
-function assertSameShape(ours: any, theirs: any, path: string): void {
-  assert.equal(typeClass(ours), typeClass(theirs), `${path}: type`);
-  if (typeClass(ours) === 'map') {
-    assert.deepEqual(Object.keys(ours), Object.keys(theirs), `${path}: keys and order`);
-    for (const k of Object.keys(theirs)) assertSameShape(ours[k], theirs[k], `${path}.${k}`);
-  } else if (Array.isArray(ours) && ours.length && theirs.length) {
-    assertSameShape(ours[0], theirs[0], `${path}[0]`);
-  }
 }
 
 function assertFullEnvelope(f: Frame): void {

@@ -1,0 +1,11 @@
+// The real-network suite (npm run test:mixnet): against the kpclientd of
+// `npm run mixnet -- start`, with timeouts sized for real mixnet latency.
+module.exports = {
+  require: ['tsx/cjs'],
+  extension: ['ts'],
+  spec: ['test/mixnet/**/*.test.ts'],
+  timeout: 10 * 60 * 1000,
+  slow: 60 * 1000,
+  reporter: require.resolve('../support/reporter.cjs'),
+  exit: true,
+};
