@@ -33,6 +33,8 @@ export const THINCLIENT_TOML = join(NET_DIR, 'client', 'thinclient.toml');
 export const DEFAULT_BASE_PORT = 30000;
 /** The thin-client port is base + 2000 (as upstream's docker-fixes branch does), away from the emulator's 64331. */
 export const DEFAULT_CLIENT_PORT = DEFAULT_BASE_PORT + 2000;
+/** A second kpclientd serves thin clients over WebSocket on the next port (a daemon has exactly one listener). */
+export const WS_PORT_OFFSET = 1;
 
 const HELP = `Usage: npm run mixnet -- <command> [options]
 
@@ -246,6 +248,11 @@ function generate(basePort) {
   if (!g.ok) throw new MixnetError(`genconfig failed:\n${lastLines(g.out, 20)}`);
   const clientPort = basePort + 2000;
   for (const file of walkToml(NET_DIR)) writeFileSync(file, localizeConfig(readFileSync(file, 'utf8'), clientPort));
+  // The WebSocket daemon: the same client config with the one listener swapped.
+  const clientToml = readFileSync(join(NET_DIR, 'client', 'client.toml'), 'utf8');
+  const wsToml = clientToml.replace(/\[Listen\]\n(?:[ \t]+.*\n|\n(?=[ \t]))*/, `[Listen]\n  [Listen.Ws]\n    Address = "ws://127.0.0.1:${clientPort + WS_PORT_OFFSET}"\n\n`);
+  if (wsToml === clientToml) throw new MixnetError('could not find the [Listen] table in client/client.toml to make the WebSocket daemon config');
+  writeFileSync(join(NET_DIR, 'client', 'client-ws.toml'), wsToml);
   // The service node launches its CBOR plugins from these paths.
   copyFileSync(join(BIN_DIR, 'courier'), join(NET_DIR, 'courier'));
   copyFileSync(join(BIN_DIR, 'http-proxy-server'), join(NET_DIR, 'proxy_server'));
@@ -264,6 +271,7 @@ function processTable() {
     ...[1, 2, 3].map((i) => ({ name: `mix${i}`, bin: 'server', args: ['-f', n(`mix${i}/katzenpost.toml`)] })),
     ...[1, 2].map((i) => ({ name: `replica${i}`, bin: 'replica', args: ['-f', n(`replica${i}/replica.toml`)] })),
     { name: 'kpclientd', bin: 'kpclientd', args: ['-c', n('client/client.toml')] },
+    { name: 'kpclientd-ws', bin: 'kpclientd', args: ['-c', n('client/client-ws.toml')] },
   ];
 }
 
@@ -272,7 +280,7 @@ export function logFiles() {
   const files = [];
   for (const p of processTable()) {
     files.push(join(STATE_DIR, 'logs', `${p.name}.out`));
-    if (p.name !== 'kpclientd') files.push(join(NET_DIR, p.name, 'katzenpost.log'));
+    if (!p.name.startsWith('kpclientd')) files.push(join(NET_DIR, p.name, 'katzenpost.log'));
   }
   files.push(join(NET_DIR, 'servicenode1', 'courier', 'courier.log'));
   return files;
@@ -369,7 +377,7 @@ export function status() {
     if (ok) up++;
     log(`${p.name.padEnd(13)} ${ok ? `running (pid ${pid})` : 'not running'}`);
   }
-  log(`kpclientd: 127.0.0.1:${state.clientPort} (thin client config: ${THINCLIENT_TOML})`);
+  log(`kpclientd: 127.0.0.1:${state.clientPort} (thin client config: ${THINCLIENT_TOML}); over WebSocket: ws://127.0.0.1:${state.clientPort + WS_PORT_OFFSET}`);
   return up === processTable().length;
 }
 
@@ -441,7 +449,7 @@ export async function start(o) {
     await stop();
     throw err;
   }
-  log(`kpclientd listens on 127.0.0.1:${clientPort}; use ${THINCLIENT_TOML}:`);
+  log(`kpclientd listens on 127.0.0.1:${clientPort} (a second one on ws://127.0.0.1:${clientPort + WS_PORT_OFFSET}); use ${THINCLIENT_TOML}:`);
   process.stdout.write(readFileSync(THINCLIENT_TOML, 'utf8'));
 }
 

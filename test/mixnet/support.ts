@@ -29,3 +29,10 @@ export async function connectReal(options: ThinClientOptions = {}): Promise<Thin
   if (!c.pkiDocument()) throw new Error('the real kpclientd has no PKI document yet: wait for `npm run mixnet -- start` to say ready');
   return c;
 }
+
+/** ws://host:port of the second kpclientd, which serves thin clients over WebSocket. */
+export function wsDaemonAddress(): string {
+  if (process.env.KATZENPOST_MIXNET_WS_ADDRESS) return process.env.KATZENPOST_MIXNET_WS_ADDRESS;
+  const [host, port] = daemonAddress().split(':');
+  return `ws://${host}:${Number(port) + 1}`;
+}
