@@ -58,3 +58,10 @@ export class TombstoneRangeError extends ChannelError {
     super('TOMBSTONE_RANGE', message);
   }
 }
+
+/** moveReader() to a box it cannot reach: before the channel's first box, or too far from any known index. */
+export class ChannelPositionError extends ChannelError {
+  constructor(message: string) {
+    super('READER_POSITION', message);
+  }
+}

@@ -81,6 +81,7 @@ import {
   ChannelError,
   ChannelExistsError,
   ChannelNotFoundError,
+  ChannelPositionError,
   ChannelReadOnlyError,
   TombstoneRangeError,
 } from './errors';
@@ -102,6 +103,7 @@ import {
   type SentRow,
 } from './db';
 import type {
+  ChannelActivity,
   ChannelCaps,
   ChannelClient,
   ChannelHandler,
@@ -112,6 +114,7 @@ import type {
   ChannelResendParams,
   ChannelStoreLogger,
   ChannelStoreOptions,
+  ReceivedEntry,
   SendResult,
   TombstoneResult,
 } from './types';
@@ -322,6 +325,8 @@ export class ChannelStore extends EventEmitter {
   private readonly senders = new Map<number, SenderState>();
   private readonly receivers = new Map<number, { controller: AbortController; done: Promise<void> }>();
   private readonly waiters = new Map<number, Waiter<any>>();
+  /** The read in flight of each running receiver; moveReader() aborts it so the loop restarts at the new position. */
+  private readonly readAttempts = new Map<number, AbortController>();
   private readonly pollInitialMs: number;
   private readonly pollMaxMs: number;
   private readonly retryInitialMs: number;
@@ -599,6 +604,126 @@ export class ChannelStore extends EventEmitter {
 
   private queuedCount(channelId: number): number {
     return (this.db.prepare('SELECT COUNT(*) AS n FROM outbound WHERE channel_id = ?').get(channelId) as { n: number }).n;
+  }
+
+  // ------------------------------------------------- activity and reader
+
+  /** Counts and times of what happened on the channel (read-only; no payload, no capability). */
+  activity(name: string): ChannelActivity {
+    const row = this.row(name);
+    const sent = this.db.prepare('SELECT COUNT(*) AS n, MAX(sent_at) AS last FROM sent WHERE channel_id = ?').get(row.id) as {
+      n: number;
+      last: number | null;
+    };
+    const received = this.db
+      .prepare(
+        `SELECT COUNT(*) AS n, SUM(kind = 'message') AS messages, MAX(received_at) AS last, MAX(read_at) AS lastRead
+         FROM received WHERE channel_id = ?`,
+      )
+      .get(row.id) as { n: number; messages: number | null; last: number | null; lastRead: number | null };
+    const queued = this.db.prepare('SELECT MAX(queued_at) AS last FROM outbound WHERE channel_id = ?').get(row.id) as { last: number | null };
+    const times = [row.created_at, sent.last, received.last, received.lastRead, queued.last].filter((t): t is number => typeof t === 'number');
+    return {
+      sent: sent.n,
+      received: received.n,
+      receivedMessages: received.messages ?? 0,
+      createdAt: row.created_at,
+      lastSentAt: sent.last,
+      lastReceivedAt: received.last,
+      lastQueuedAt: queued.last,
+      lastActivityAt: Math.max(...times),
+    };
+  }
+
+  /** The reader's log, newest first, at most `limit` entries (read-only; no payload). */
+  receivedLog(name: string, limit = 100): ReceivedEntry[] {
+    const row = this.row(name);
+    const n = Number.isInteger(limit) && limit > 0 ? limit : 100;
+    const rows = this.db
+      .prepare('SELECT kind, counter, box_count, received_at, read_at FROM received WHERE channel_id = ? ORDER BY id DESC LIMIT ?')
+      .all(row.id, n) as Pick<ReceivedRow, 'kind' | 'counter' | 'box_count' | 'received_at' | 'read_at'>[];
+    return rows.map((r) => ({ kind: r.kind, index: r.counter, boxes: r.box_count, receivedAt: r.received_at, readAt: r.read_at }));
+  }
+
+  /**
+   * Moves the channel's reader to box `index` (a decimal counter, at or after
+   * the channel's first box): back, to read and deliver again what it read
+   * from there on, or forward, to skip boxes (for instance one that will
+   * never be written). Entries of the reader's log at or after `index` are
+   * dropped, since they will be read again. A running receiver abandons the
+   * read it is waiting for and goes on from the new position.
+   *
+   * The index of a box is derived from a known earlier one with the daemon
+   * (next_message_box_index), one call per box: from the nearest of the
+   * first box, the reader's position and (owned channels) the boxes this
+   * store wrote. `maxSteps` (default 10 000) bounds the calls.
+   * @throws ChannelPositionError, ChannelNotFoundError, ChannelError('NO_CLIENT')
+   */
+  async moveReader(
+    name: string,
+    index: string | number | bigint,
+    options: { client?: ChannelClient; maxSteps?: number } = {},
+  ): Promise<ChannelInfo> {
+    const row = this.row(name);
+    let target: bigint;
+    try {
+      target = BigInt(index);
+    } catch {
+      throw new InvalidArgumentError('index', 'a box index (decimal counter)', String(index));
+    }
+    const first = counterValue(row.first_index);
+    if (target < first) {
+      throw new ChannelPositionError(`channel "${name}": box ${target} is before the channel's first box ${first}`);
+    }
+    if (target >= 1n << 64n) throw new ChannelPositionError(`channel "${name}": box ${target} is beyond the 64-bit counter`);
+    // The nearest known index at or before the target.
+    let base = row.first_index;
+    let baseCounter = first;
+    const consider = (blob: Buffer): void => {
+      const c = counterValue(blob);
+      if (c <= target && c > baseCounter) {
+        base = blob;
+        baseCounter = c;
+      }
+    };
+    consider(row.read_index);
+    for (const s of this.db.prepare('SELECT first_index FROM sent WHERE channel_id = ?').all(row.id) as { first_index: Buffer }[]) {
+      consider(s.first_index);
+    }
+    const steps = target - baseCounter;
+    const maxSteps = BigInt(options.maxSteps ?? 10_000);
+    if (steps > maxSteps) {
+      throw new ChannelPositionError(
+        `channel "${name}": box ${target} is ${steps} boxes past the nearest known box ${baseCounter}; at most ${maxSteps} can be derived`,
+      );
+    }
+    let next = Buffer.from(base);
+    if (steps > 0n) {
+      const client = options.client ?? this.requireClient(name);
+      if (typeof client.nextMessageBoxIndex !== 'function') {
+        throw new ChannelError('NO_CLIENT', `channel "${name}": the thin client cannot derive box indexes (no nextMessageBoxIndex)`);
+      }
+      for (let i = 0n; i < steps; i++) {
+        next = Buffer.from(await client.nextMessageBoxIndex(next));
+        this.assertOpen();
+      }
+      if (counterValue(next) !== target) {
+        throw new ChannelPositionError(`channel "${name}": the daemon derived box ${counterValue(next)} instead of ${target}`);
+      }
+    }
+    const moved = this.db.transaction(() => {
+      const current = this.rowById(row.id);
+      if (!current) throw new ChannelNotFoundError(name);
+      this.db.prepare('UPDATE channels SET read_index = ? WHERE id = ?').run(next, row.id);
+      const drop = this.db.prepare('DELETE FROM received WHERE id = ?');
+      for (const r of this.db.prepare('SELECT id, counter FROM received WHERE channel_id = ?').all(row.id) as { id: number; counter: string }[]) {
+        if (BigInt(r.counter) >= target) drop.run(r.id);
+      }
+      return this.rowById(row.id)!;
+    })();
+    this.logger?.info(`channel "${moved.name}": reader moved from box ${indexCounter(row.read_index)} to box ${target}`);
+    this.readAttempts.get(row.id)?.abort();
+    return this.info(moved);
   }
 
   // ---------------------------------------------------------------- send
@@ -1106,8 +1231,24 @@ export class ChannelStore extends EventEmitter {
         await this.deliver(row, entry, handler);
       }
       if (signal.aborted || this.closed) return;
-      const item = await this.readNext(row, signal, pollInitialMs, pollMaxMs);
-      if (!item || signal.aborted || this.closed || !this.rowById(channelId)) return;
+      // The position as it is now: moveReader() may have moved it while entries were delivered.
+      const from = this.rowById(channelId);
+      if (!from) return;
+      // moveReader() aborts this attempt: what it read is discarded and the loop starts over at the new position.
+      const attempt = new AbortController();
+      const stop = () => attempt.abort();
+      signal.addEventListener('abort', stop, { once: true });
+      this.readAttempts.set(channelId, attempt);
+      let item: NextItem | null;
+      try {
+        item = await this.readNext(from, attempt.signal, pollInitialMs, pollMaxMs);
+      } finally {
+        signal.removeEventListener('abort', stop);
+        if (this.readAttempts.get(channelId) === attempt) this.readAttempts.delete(channelId);
+      }
+      if (signal.aborted || this.closed || !this.rowById(channelId)) return;
+      if (attempt.signal.aborted) continue;
+      if (!item) return;
       // Phase 1: log the item and move the read index past it, atomically.
       const entry = this.db.transaction(() => {
         const id = Number(

@@ -53,6 +53,8 @@ export interface ChannelClient {
     isLast: boolean,
   ): Promise<{ envelopes: Buffer[]; nextDestIndex: Buffer }>;
   startResendingCopyCommand(writeCap: Uint8Array, opts?: { signal?: AbortSignal; timeoutMs?: number }): Promise<void>;
+  /** The index after `index` (next_message_box_index). Only `moveReader()` uses it, so it is optional here. */
+  nextMessageBoxIndex?(index: Uint8Array): Promise<Buffer>;
 }
 
 export type ChannelKind = 'owned' | 'imported';
@@ -73,6 +75,38 @@ export interface ChannelInfo {
   queued: number;
   /** Received entries not yet handed to a consumer. */
   unread: number;
+}
+
+/**
+ * What happened on a channel and when (for status displays). Counts only,
+ * no payload and no capability. Times are milliseconds since the epoch,
+ * null when nothing of that kind happened yet.
+ */
+export interface ChannelActivity {
+  /** Messages this store wrote and the courier acknowledged. */
+  sent: number;
+  /** Entries the reader took from the channel (messages, tombstones, malformed boxes). */
+  received: number;
+  /** Of those, messages. */
+  receivedMessages: number;
+  createdAt: number;
+  lastSentAt: number | null;
+  lastReceivedAt: number | null;
+  /** When the newest queued (not yet acknowledged) message or tombstone was queued. */
+  lastQueuedAt: number | null;
+  /** The newest of the times above (creation included). */
+  lastActivityAt: number;
+}
+
+/** One entry of the reader's log, as `receivedLog()` lists it: no payload. */
+export interface ReceivedEntry {
+  kind: 'message' | 'tombstone' | 'malformed';
+  /** Counter of the entry's first box, decimal. */
+  index: string;
+  boxes: number;
+  receivedAt: number;
+  /** When the entry was handed to a consumer; null while unread. */
+  readAt: number | null;
 }
 
 /** A message read from a channel. */

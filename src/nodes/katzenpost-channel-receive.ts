@@ -7,7 +7,7 @@
  * after the last emitted message.
  */
 import type { ChannelItem, ChannelProblem, ChannelStore } from '../channels';
-import { configNodeOf, errorStatusText, parseSeconds, useDaemon } from './shared';
+import { configNodeOf, readSeconds, useDaemon } from './shared';
 import katzenpostChannel = require('./katzenpost-channel');
 import type { Node, NodeAPI, NodeDef, NodeMessage } from './types';
 
@@ -22,8 +22,16 @@ export = function (RED: NodeAPI): void {
     RED.nodes.createNode(this, def);
     const node = this;
     const channel = configNodeOf(RED, def.channel, katzenpostChannel.isConfigNode);
-    const pollInitialMs = Math.max(10, (parseSeconds(def.pollInterval) ?? 1) * 1000);
-    const pollMaxMs = Math.max(pollInitialMs, (parseSeconds(def.maxPollInterval) ?? 10) * 1000);
+    // The editor refuses the same values with the same words; a flow deployed anyway reports it once.
+    let settingsError: Error | null = null;
+    let pollInitialMs = 1000;
+    let pollMaxMs = 10_000;
+    try {
+      pollInitialMs = Math.max(10, (readSeconds(def.pollInterval, 'katzenpost-channel-receive poll interval', true) ?? 1) * 1000);
+      pollMaxMs = Math.max(pollInitialMs, (readSeconds(def.maxPollInterval, 'katzenpost-channel-receive longest poll interval', true) ?? 10) * 1000);
+    } catch (e) {
+      settingsError = e as Error;
+    }
     const controller = new AbortController();
     let received = 0;
 
@@ -55,12 +63,29 @@ export = function (RED: NodeAPI): void {
 
     let store: ChannelStore | null = null;
     const onProblem = (p: ChannelProblem) => {
-      if (p.channel === channel?.channelName && p.operation === 'receive') user.status.begin()(p.error);
+      if (p.channel === channel?.channelName && p.operation === 'receive') user.status.setError(p.error);
     };
 
-    /** Opens the channel and runs the receiver until close; restarts it after failures. */
+    /** Resolves when the node closes. */
+    const closedPromise = new Promise<void>((r) => controller.signal.addEventListener('abort', () => r(), { once: true }));
+    /** The last error reported to Node-RED: the same error is not raised again at every retry. */
+    let reported: string | null = null;
+
+    /**
+     * Opens the channel and runs the receiver until close; restarts it after
+     * failures. A configuration error (missing or mismatched caps, a bad read
+     * cap) is reported once and shown on the status; nothing is retried until
+     * the flow is redeployed, since only a change of the configuration fixes
+     * it. Other failures are retried with backoff, each distinct one reported
+     * once.
+     */
     async function run(): Promise<void> {
       if (!channel) return;
+      if (settingsError) {
+        user.status.setError(settingsError, true);
+        node.error(settingsError.message);
+        return;
+      }
       for (let attempt = 0; !controller.signal.aborted; attempt++) {
         try {
           const s = await channel.open();
@@ -70,11 +95,22 @@ export = function (RED: NodeAPI): void {
           }
           await s.receive(channel.channelName, emit, { signal: controller.signal, pollInitialMs, pollMaxMs });
           attempt = 0;
+          reported = null;
         } catch (err) {
           if (controller.signal.aborted) return;
-          // Configuration problems (missing caps, caps mismatch, a second receiver) show on the status and are retried slowly.
-          user.status.begin()(err);
-          node.error(err);
+          const text = err instanceof Error ? err.message : String(err);
+          const fatal = katzenpostChannel.isConfigError(err);
+          user.status.setError(err, fatal);
+          if (text !== reported) {
+            reported = text;
+            node.error(text);
+          } else {
+            node.debug(`katzenpost-channel-receive: still failing: ${text}`);
+          }
+          if (fatal) {
+            await closedPromise;
+            return;
+          }
         }
         if (controller.signal.aborted) return;
         await new Promise<void>((r) => {

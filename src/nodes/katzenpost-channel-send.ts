@@ -14,7 +14,7 @@
 import { DaemonDisconnectedError, InvalidArgumentError, ThinClientTimeoutError } from '../client/errors';
 import { MAX_MESSAGE_LENGTH, type ChannelProblem, type ChannelStore } from '../channels';
 import { formatMs } from './lib/daemon-connection';
-import { configNodeOf, errorStatusText, resolveTimeoutMs, statusForConnection, toBuffer, useDaemon, type ConnectionState } from './shared';
+import { configNodeOf, defaultTimeoutMs, errorStatusText, reportFailure, resolveTimeoutMs, statusForConnection, toBuffer, useDaemon, type ConnectionState } from './shared';
 import katzenpostChannel = require('./katzenpost-channel');
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeStatus } from './types';
 
@@ -25,7 +25,7 @@ interface SendDef extends NodeDef {
 }
 
 /** How long an input waits for the channel to open when neither msg.timeout nor the node sets it. */
-const DEFAULT_OPEN_WAIT_MS = 30_000;
+const DEFAULT_OPEN_WAIT_MS = defaultTimeoutMs('katzenpost-channel-send') ?? 30_000;
 
 export = function (RED: NodeAPI): void {
   function KatzenpostChannelSendNode(this: Node, def: SendDef): void {
@@ -34,6 +34,7 @@ export = function (RED: NodeAPI): void {
     const channel = configNodeOf(RED, def.channel, katzenpostChannel.isConfigNode);
 
     let state: ConnectionState = 'idle';
+    let stateDetail: string | null = null;
     let queued = 0;
     let problem: string | null = null;
     let closed = false;
@@ -47,7 +48,7 @@ export = function (RED: NodeAPI): void {
         const translated = RED._('katzenpost-channel-send.status.queued', { count: queued });
         const text = translated.includes('status.queued') ? `${queued} queued` : translated;
         s = state === 'connected' || state === 'offline' ? { fill: 'blue', shape: 'dot', text } : { fill: 'yellow', shape: 'ring', text };
-      } else s = statusForConnection(state);
+      } else s = statusForConnection(state, stateDetail);
       try {
         node.status(s);
       } catch {
@@ -57,8 +58,9 @@ export = function (RED: NodeAPI): void {
 
     const user = useDaemon(RED, node, channel?.daemonId, {
       quietStatus: true,
-      onState(next) {
+      onState(next, detail) {
         state = next;
+        stateDetail = detail ?? null;
         render();
       },
     });
@@ -95,7 +97,7 @@ export = function (RED: NodeAPI): void {
         if (closed) return;
         problem = errorStatusText(err);
         render();
-        node.error(err);
+        node.error(err.message);
       });
     }
     render();
@@ -134,7 +136,7 @@ export = function (RED: NodeAPI): void {
 
     node.on('input', (msg: NodeMessage, send: (m: NodeMessage) => void, done: (err?: Error) => void) => {
       if (!channel) {
-        done(new InvalidArgumentError('channel', 'a katzenpost-channel config node'));
+        reportFailure(node, new InvalidArgumentError('katzenpost-channel-send channel', 'a katzenpost-channel config node', 'none selected'), msg, done);
         return;
       }
       let payload: Buffer;
@@ -146,9 +148,9 @@ export = function (RED: NodeAPI): void {
           max: MAX_MESSAGE_LENGTH,
           maxReason: 'the channel message limit',
         });
-        timeoutMs = resolveTimeoutMs(msg, def.timeout, DEFAULT_OPEN_WAIT_MS);
+        timeoutMs = resolveTimeoutMs(msg, def.timeout, DEFAULT_OPEN_WAIT_MS, 'katzenpost-channel-send timeout');
       } catch (err) {
-        done(err as Error);
+        reportFailure(node, err, msg, done);
         return;
       }
       const source = msg.timeout !== undefined && msg.timeout !== null && msg.timeout !== '' ? 'msg.timeout' : 'node timeout';
@@ -157,7 +159,7 @@ export = function (RED: NodeAPI): void {
         if (finished) return;
         finished = true;
         waitingOpen.delete(completeOnClose);
-        if (err) done(err);
+        if (err) reportFailure(node, err, msg, done);
         else done();
       };
       // Closed before the message was queued: nothing will send it, and nobody can catch an error any more.

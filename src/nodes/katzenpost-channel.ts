@@ -302,6 +302,8 @@ namespace katzenpostChannel {
   export type ConfigNode = ChannelConfigNode;
   export const TYPE = CHANNEL_TYPE;
   export const isConfigNode = isChannelConfigNode;
+  /** Errors a retry cannot fix (missing or mismatched caps, bad credentials): report once, until redeploy. */
+  export const isConfigError = isConfigurationError;
 }
 
 export = katzenpostChannel;

@@ -2,7 +2,8 @@
  * katzenpost-daemon: the config node holding one thin-client connection to a
  * kpclientd (or the emulator) for all the nodes that select it.
  */
-import { DaemonConnection, dialFromConfig, parseSeconds, type DaemonConfigNode, type DaemonDef } from './shared';
+import { ConfigError } from '../client/errors';
+import { DaemonConnection, dialFromConfig, readSeconds, toInteger, validationText, type DaemonConfigNode, type DaemonDef } from './shared';
 import type { NodeAPI } from './types';
 
 export = function (RED: NodeAPI): void {
@@ -10,8 +11,17 @@ export = function (RED: NodeAPI): void {
     RED.nodes.createNode(this, def);
     const node = this;
     const { dial, configFile, address } = dialFromConfig(def);
-    const handshakeTimeoutMs = (parseSeconds(def.handshakeTimeout) || 10) * 1000;
-    const requestTimeoutMs = (parseSeconds(def.requestTimeout) || 30) * 1000;
+    // The editor refuses the same values with the same words; a flow deployed anyway fails every operation with this.
+    let configError: Error | undefined;
+    let handshakeTimeoutMs = 45_000;
+    let requestTimeoutMs = 30_000;
+    try {
+      handshakeTimeoutMs = (readSeconds(def.handshakeTimeout, 'katzenpost-daemon handshake timeout', true) ?? 45) * 1000;
+      requestTimeoutMs = (readSeconds(def.requestTimeout, 'katzenpost-daemon request timeout', true) ?? 30) * 1000;
+      checkAddress(def);
+    } catch (e) {
+      configError = e as Error;
+    }
     // The client's log lines never contain caps (the library's rule); debug goes to Node-RED's debug level.
     const log = {
       debug: (m: string) => node.debug(m),
@@ -20,7 +30,7 @@ export = function (RED: NodeAPI): void {
       error: (m: string) => node.warn(m),
     };
     node.connection = new DaemonConnection(
-      { dial, configFile, address, handshakeTimeoutMs, requestTimeoutMs, closeTimeoutMs: 5000 },
+      { dial, configFile, address, handshakeTimeoutMs, requestTimeoutMs, closeTimeoutMs: 5000, configError },
       log,
     );
     node.on('close', (_removed: boolean, done: () => void) => {
@@ -33,3 +43,31 @@ export = function (RED: NodeAPI): void {
   }
   RED.nodes.registerType('katzenpost-daemon', KatzenpostDaemonNode as never);
 };
+
+/** The address fields the editor checks, checked again here with the same words. */
+function checkAddress(def: DaemonDef): void {
+  const transport = def.transport ?? 'tcp';
+  const blank = (v: unknown): boolean => String(v ?? '').trim() === '';
+  const fail = (field: string, what: string, value: unknown): never => {
+    throw new ConfigError(
+      `katzenpost-daemon ${field}: ${validationText('expected', {
+        what: validationText(`what.${what}`),
+        got: blank(value) ? validationText('got.nothing') : validationText('got.value', { value: String(value) }),
+      })}`,
+    );
+  };
+  if (transport === 'unix') {
+    if (blank(def.socketPath)) fail('socket', 'socketPath', def.socketPath);
+  } else if (transport === 'config') {
+    if (blank(def.configFile)) fail('config file', 'configFile', def.configFile);
+  } else {
+    if (!blank(def.host) && /\s/.test(String(def.host).trim())) fail('host', 'host', def.host);
+    if (!blank(def.port)) {
+      try {
+        toInteger(typeof def.port === 'number' ? def.port : String(def.port).trim(), 'katzenpost-daemon port', 1, 65535);
+      } catch {
+        fail('port', 'port', def.port);
+      }
+    }
+  }
+}

@@ -2,12 +2,22 @@
  * katzenpost-resend: sends an encrypted read or write (msg.envelope) through
  * the daemon's ARQ and waits for the final outcome.
  *
+ * Indexes: on success msg.messageBoxIndex still names the box just written
+ * or read, and msg.nextMessageBoxIndex its successor (from the encrypt node,
+ * or computed here), so write -> resend -> encrypt read -> resend reads the
+ * box that was written. "Advance" (off by default; on in flows saved before
+ * this default changed) moves msg.messageBoxIndex on to the successor
+ * instead, for loops that walk a channel.
+ *
+ * While it waits the status names the box ("waiting for box 3fa2c1, 12 s",
+ * a hash prefix, never the index or a cap), updated every few seconds.
+ *
  * Output 1: success. Output 2: expected outcomes (BoxIDNotFound,
  * BoxAlreadyExists, Tombstone), which complete an operation rather than fail
  * it. Every other error goes to Catch.
  */
 import { InvalidArgumentError, isExpectedOutcome, type KatzenpostError } from '../client/errors';
-import { defineOperationNode, describeValue, readEnvelope, SIZES } from './shared';
+import { boxLabel, defineOperationNode, describeValue, readEnvelope, SIZES, statusText } from './shared';
 import type { NodeAPI, NodeDef, NodeMessage } from './types';
 
 interface ResendDef extends NodeDef {
@@ -16,6 +26,9 @@ interface ResendDef extends NodeDef {
   advance?: boolean;
   payloadAs?: 'buffer' | 'string';
 }
+
+/** How often the "waiting for box" status is refreshed. */
+const PROGRESS_INTERVAL_MS = 3000;
 
 const OUTCOME_NAMES: Record<number, string> = { 1: 'BoxIDNotFound', 10: 'BoxAlreadyExists', 11: 'Tombstone' };
 
@@ -28,7 +41,7 @@ export = function (RED: NodeAPI): void {
     type: 'katzenpost-resend',
     credentials: { writeCap: { type: 'password' }, readCap: { type: 'password' } },
     cancellable: true,
-    async run({ client, msg, config, buffer, key, hasCredential, addCancelKey, signal }) {
+    async run({ RED, client, msg, config, buffer, key, hasCredential, addCancelKey, signal, progress, optionalBuffer }) {
       const env = readEnvelope(msg);
       let kind: 'read' | 'write' | undefined =
         config.operation === 'read' || config.operation === 'write' ? config.operation : env.kind;
@@ -60,13 +73,17 @@ export = function (RED: NodeAPI): void {
         messageCiphertext: env.messageCiphertext,
         envelopeHash: env.envelopeHash,
       };
+      // The box this message is about, for the status and for msg.nextMessageBoxIndex (writes need no index).
+      const index = params.messageBoxIndex ?? writeIndex();
       const opts = { signal };
       let result;
+      const stopProgress = index ? showProgress(index, kind) : () => undefined;
       try {
         if (config.variant === 'returnBoxExists') result = await client.startResendingEncryptedMessageReturnBoxExists(full, opts);
         else if (config.variant === 'noRetry') result = await client.startResendingEncryptedMessageNoRetry(full, opts);
         else result = await client.startResendingEncryptedMessage(full, opts);
       } catch (e) {
+        stopProgress();
         if (!isExpectedOutcome(e)) throw e;
         const code = (e as KatzenpostError).errorCode ?? 0;
         msg.outcome = OUTCOME_NAMES[code] ?? (e as KatzenpostError).code;
@@ -74,6 +91,7 @@ export = function (RED: NodeAPI): void {
         delete msg.envelope;
         return [null, msg];
       }
+      stopProgress();
       delete msg.outcome;
       delete msg.errorCode;
       delete msg.envelope;
@@ -83,13 +101,38 @@ export = function (RED: NodeAPI): void {
       }
       if (result.courierIdentityHash) msg.courierIdentityHash = result.courierIdentityHash;
       if (result.courierQueueId) msg.courierQueueId = result.courierQueueId;
-      if (config.advance !== false) advance(msg);
+      if (index && !present(msg.nextMessageBoxIndex)) {
+        // An envelope made elsewhere: name the successor the way the encrypt nodes do.
+        msg.nextMessageBoxIndex = await client.nextMessageBoxIndex(index, opts);
+      }
+      if (config.advance === true) advance(msg);
       return [msg, null];
+
+      /** A write's msg.messageBoxIndex, when it holds one (a write does not need it). */
+      function writeIndex(): Buffer | null {
+        try {
+          return optionalBuffer('messageBoxIndex', { size: SIZES.messageBoxIndex });
+        } catch {
+          return null;
+        }
+      }
+
+      /** "waiting for box 3fa2c1, 12 s" (reads) or "writing box …" until stopped. */
+      function showProgress(box: Buffer, what: 'read' | 'write'): () => void {
+        const label = boxLabel(box);
+        const started = Date.now();
+        const show = (): void =>
+          progress(statusText(RED, what === 'read' ? 'waiting' : 'writing', { box: label, seconds: Math.round((Date.now() - started) / 1000) }));
+        show();
+        const timer = setInterval(show, PROGRESS_INTERVAL_MS);
+        timer.unref?.();
+        return () => clearInterval(timer);
+      }
     },
   });
 };
 
-/** After success, the next operation on this channel uses the next index. */
+/** "Advance": the next operation on this channel uses the next index (msg.messageBoxIndex moves on). */
 function advance(msg: NodeMessage): void {
   if (msg.nextMessageBoxIndex === undefined || msg.nextMessageBoxIndex === null) return;
   msg.messageBoxIndex = msg.nextMessageBoxIndex;

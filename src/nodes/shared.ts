@@ -56,8 +56,12 @@ export {
   DAEMON_I18N_NAMESPACE,
   statusForConnection,
   errorStatusText,
+  statusText,
 } from './lib/status';
-export type { ConnectionState } from './lib/status';
+export type { ConnectionState, OperationStatus } from './lib/status';
+export { DEFAULT_TIMEOUT_SECONDS, defaultTimeoutMs } from './lib/timeouts';
+export { validationText, catalogueText } from './lib/messages';
+export { reportFailure, errorDetails } from './lib/report';
 export { useDaemon, isDaemonConfigNode, configNodeOf } from './lib/user';
 export type { DaemonConfigNode, DaemonUser, UseDaemonOptions } from './lib/user';
 export {
@@ -69,6 +73,8 @@ export {
   toInteger,
   resolveTimeoutMs,
   parseSeconds,
+  readSeconds,
+  keyExpectation,
   evaluateTypedInput,
   resolveSetting,
 } from './lib/inputs';
@@ -78,6 +84,7 @@ export type { OperationContext, OperationNode, OperationNodeDefinition, NodeHook
 export {
   envelopeFromResult,
   readEnvelope,
+  boxLabel,
   readDestination,
   destinationForCapability,
   destinationToMsg,

@@ -60,6 +60,10 @@ describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
 
   before(async function () {
     if (!existsSync(CHROMIUM)) {
+      // Under CI the editor must be tested: a missing browser is a failure, never a silent skip.
+      if (process.env.CI === 'true') {
+        throw new Error(`${CHROMIUM} is absent, so the editor cannot be tested (CI=true: this fails instead of skipping; apt-get install chromium)`);
+      }
       console.log(`      skipped: ${CHROMIUM} is absent (apt-get install chromium; .ci/run installs it)`);
       this.skip();
     }

@@ -262,7 +262,9 @@ describe('channel nodes: persistent channels in Node-RED', function () {
     const error = new Promise<{ args: unknown[] }>((resolve) => tx.once('call:error', resolve));
     tx.receive({ payload: 'y' });
     const call = await error;
-    assert.equal((call.args[0] as { code?: string }).code, 'CHANNEL_CAPS_MISMATCH');
+    // Reported as its sentence (what the debug sidebar shows); a Catch node would get the code in msg.error.code.
+    assert.equal(typeof call.args[0], 'string');
+    assert.match(textOf(call.args[0]), /^channel "alpha": /);
   });
 
   /** The writer of twoFlows with a receiver of the same (owned) channel, for the credential tests. */
@@ -284,15 +286,15 @@ describe('channel nodes: persistent channels in Node-RED', function () {
     await watchStatus('rx').waitFor((st) => st.fill === 'red' && st.text === 'no credentials');
     await until(() => callsOf('tx', 'error').length > 0 && callsOf('rx', 'error').length > 0, 5000, 'node.error on tx and rx');
     for (const id of ['tx', 'rx']) {
-      const err = callsOf(id, 'error')[0][0] as { code?: string };
-      assert.equal(err.code, 'NO_CREDENTIALS');
+      const err = callsOf(id, 'error')[0][0];
+      assert.equal(typeof err, 'string', 'reported as its sentence, readable in the debug sidebar');
       assert.match(textOf(err), /katzenpost-channel "alpha": an owned channel needs a seed or a write cap in its credentials/);
       assert.match(textOf(err), /Open the channel node in the editor and save it/);
     }
     // An input fails with the same error (done(err), so a Catch node gets it) and nothing is queued.
     const error = new Promise<{ args: unknown[] }>((resolve) => tx.once('call:error', resolve));
     tx.receive({ payload: 'not sent' });
-    assert.equal(((await error).args[0] as { code?: string }).code, 'NO_CREDENTIALS');
+    assert.match(textOf((await error).args[0]), /an owned channel needs a seed or a write cap/);
     const cap = await rawHelper.request().get('/katzenpost-channel/cw/read-cap');
     assert.equal(cap.status, 503);
     assert.match(cap.body.error, /needs a seed or a write cap/);
@@ -352,11 +354,10 @@ describe('channel nodes: persistent channels in Node-RED', function () {
       const error = new Promise<{ args: unknown[] }>((resolve) => tx.once('call:error', resolve));
       const started = Date.now();
       tx.receive({ payload: 'x', timeout: 300 });
-      const err = (await error).args[0] as Error & { code?: string };
+      const err = (await error).args[0];
       assert.ok(Date.now() - started < 5000);
-      assert.equal(err.code, 'DAEMON_DISCONNECTED');
       assert.equal(
-        err.message,
+        err,
         `katzenpost-channel-send: channel "alpha" not open after 300 ms (msg.timeout): daemon at ${dead} not reachable; the message was not queued`,
       );
     });

@@ -32,8 +32,9 @@ import {
   writeBox,
 } from './support';
 
+// "disconnected", or the socket error and the address when known ("ECONNREFUSED 127.0.0.1:64331").
 const isDisconnected = (s: { fill?: string; shape?: string; text?: string }): boolean =>
-  s.fill === 'red' && s.shape === 'ring' && s.text === TEXT.disconnected;
+  s.fill === 'red' && s.shape === 'ring' && (s.text === TEXT.disconnected || /^E[A-Z]+ \S+$/.test(s.text ?? ''));
 
 /** Two user nodes and an events node on one daemon. */
 function usersFlow(emu: { address: string }): Record<string, unknown>[] {

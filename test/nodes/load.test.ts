@@ -4,12 +4,14 @@
  * catalogue files.
  */
 import * as assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { Emulator } from '../../src/emulator';
 import {
   DIST_NODES,
+  OUR_CONFIG_TYPES,
   OUR_TYPES,
   daemonNode,
   delay,
@@ -27,6 +29,14 @@ import {
 
 const ROOT = path.resolve(__dirname, '..', '..');
 
+/** The config node a node refers to, per property, from its editor defaults: e.g. { channel: 'katzenpost-channel' }. */
+function configReferences(type: string): Record<string, string> {
+  const html = readFileSync(path.join(ROOT, 'nodes', `${type}.html`), 'utf8');
+  const refs: Record<string, string> = {};
+  for (const m of html.matchAll(/(\w+): \{ value: '', type: '(katzenpost-[a-z-]+)', required: true \}/g)) refs[m[1]] = m[2];
+  return refs;
+}
+
 describe('node pack: loading', function () {
   let emu: Emulator;
   before(async () => {
@@ -39,16 +49,39 @@ describe('node pack: loading', function () {
     await helper.unload();
   });
 
-  it('every node type loads against the emulator and shows "connected"', async () => {
-    const palette = OUR_TYPES.filter((t) => t !== 'katzenpost-daemon');
-    const flow: Record<string, unknown>[] = [{ id: 'tab', type: 'tab' }, daemonNode(emu)];
-    for (const t of palette) flow.push({ id: t, z: 'tab', type: t, daemon: 'daemon', wires: [[], []] });
-    await loadFlow(ourNodes(), flow);
-    for (const t of OUR_TYPES) assert.ok(helper.getNode(t === 'katzenpost-daemon' ? 'daemon' : t), `${t} did not start`);
-    const watchers = palette.map((t) => watchStatus(t));
-    await Promise.all(watchers.map((w) => w.waitFor(isConnected)));
-    // One connection for all thirteen users.
-    assert.equal(emu.connectionCount(), 1);
+  it('every node type of package.json loads against the emulator and shows "connected"', async () => {
+    assert.ok(OUR_TYPES.includes('katzenpost-daemon') && OUR_CONFIG_TYPES.includes('katzenpost-daemon'));
+    const palette = OUR_TYPES.filter((t) => !OUR_CONFIG_TYPES.includes(t));
+    const dir = mkdtempSync(path.join(tmpdir(), 'kp-load-'));
+    // One config node of each config type (id "cfg-<type>"), configured as a flow author would.
+    const cfgId = (t: string) => `cfg-${t}`;
+    const configs: Record<string, Record<string, unknown>> = {
+      'katzenpost-daemon': daemonNode(emu),
+      'katzenpost-channel': { type: 'katzenpost-channel', name: 'load', mode: 'owned', database: path.join(dir, 'load.db') },
+    };
+    const refsTo = (t: string) => Object.fromEntries(Object.entries(configReferences(t)).map(([prop, ref]) => [prop, cfgId(ref)]));
+    const flow: Record<string, unknown>[] = [{ id: 'tab', type: 'tab' }];
+    for (const t of OUR_CONFIG_TYPES) {
+      assert.ok(configs[t], `${t}: a config node type the load test does not know how to configure`);
+      flow.push({ ...configs[t], id: cfgId(t), ...refsTo(t) });
+    }
+    for (const t of palette) {
+      const refs = refsTo(t);
+      assert.ok(Object.keys(refs).length > 0, `${t} refers to no config node`);
+      flow.push({ id: t, z: 'tab', type: t, ...refs, wires: [[], []] });
+    }
+    try {
+      // An owned channel is made from a seed, which is a credential.
+      await loadFlow(ourNodes(), flow, { [cfgId('katzenpost-channel')]: { seed: randomBytes(32).toString('hex') } });
+      for (const t of OUR_TYPES) assert.ok(helper.getNode(OUR_CONFIG_TYPES.includes(t) ? cfgId(t) : t), `${t} did not start`);
+      const watchers = palette.map((t) => watchStatus(t));
+      await Promise.all(watchers.map((w, i) => w.waitFor(isConnected).catch((e) => assert.fail(`${palette[i]}: ${(e as Error).message}`))));
+      // One connection for all the users, channel nodes included.
+      assert.equal(emu.connectionCount(), 1);
+    } finally {
+      await helper.unload();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('the connection opens with the first user and closes with the last', async () => {
@@ -131,9 +164,12 @@ describe('node pack: loading', function () {
         assert.match(html, new RegExp(`<script type="text/javascript">\\s*RED\\.nodes\\.registerType\\('${type}', \\{`));
         assert.match(html, new RegExp(`<script type="text/html" data-template-name="${type}">`));
         assert.match(help, new RegExp(`<script type="text/html" data-help-name="${type}">`));
-        if (type !== 'katzenpost-daemon') {
+        if (!OUR_CONFIG_TYPES.includes(type)) {
           assert.match(html, /category: 'katzenpost'/);
-          assert.match(html, /daemon: \{ value: '', type: 'katzenpost-daemon', required: true \}/);
+          // A palette node reaches the daemon through exactly one required config node: the daemon or a channel.
+          const refs = Object.values(configReferences(type));
+          assert.equal(refs.length, 1, `${type}: config references ${refs}`);
+          assert.ok(['katzenpost-daemon', 'katzenpost-channel'].includes(refs[0]), `${type}: refers to ${refs[0]}`);
           assert.match(help, /<dl class="message-properties">/);
           const icon = /icon: '([^']+)'/.exec(html)?.[1];
           assert.ok(icon && existsSync(path.join(ROOT, 'icons', icon)), `${type}: icon ${icon} missing`);
@@ -142,7 +178,8 @@ describe('node pack: loading', function () {
           assert.doesNotMatch(svg, /fill="#(?!fff)[0-9a-f]{3,6}"/i, `${type}: icon must be white on transparent`);
         } else {
           assert.match(html, /category: 'config'/);
-          assert.match(html, /node-config-input-host/);
+          if (type === 'katzenpost-daemon') assert.match(html, /node-config-input-host/);
+          else assert.deepEqual(configReferences(type), { daemon: 'katzenpost-daemon' }, `${type}: a config node that needs the daemon`);
         }
         // Every key the template and the script use is in the catalogue.
         const keys = new Set<string>();
@@ -154,8 +191,9 @@ describe('node pack: loading', function () {
           assert.equal(typeof value, 'string', `${type}: catalogue lacks "${key}"`);
         }
         // Credentials are password fields declared in the editor (never in defaults).
+        const inputPrefix = OUR_CONFIG_TYPES.includes(type) ? 'node-config-input-' : 'node-input-';
         for (const m of html.matchAll(/(\w+): \{ type: 'password' \}/g)) {
-          assert.match(html, new RegExp(`<input type="password" id="node-input-${m[1]}"`));
+          assert.match(html, new RegExp(`<input type="password" id="${inputPrefix}${m[1]}"`));
           assert.doesNotMatch(html.split('credentials:')[0], new RegExp(`\\b${m[1]}: \\{ value`), `${type}: ${m[1]} must not be in defaults`);
         }
         // The build copies everything next to the compiled node.
@@ -167,15 +205,18 @@ describe('node pack: loading', function () {
     it('the editor scripts run: labels, palette labels and output labels work, and every form field is a property', () => {
       for (const type of OUR_TYPES) {
         const html = readFileSync(path.join(ROOT, 'nodes', `${type}.html`), 'utf8');
-        const script = /<script type="text\/javascript">([\s\S]*?)<\/script>/.exec(html)![1];
+        // Every script block, in order, as the editor runs them.
+        const script = [...html.matchAll(/<script type="text\/javascript">([\s\S]*?)<\/script>/g)].map((m) => m[1]).join(';\n');
         const defs: Record<string, any> = {};
         const always = (): (() => boolean) => () => true;
         const RED = {
-          nodes: { registerType: (t: string, d: unknown) => (defs[t] = d) },
+          // node(id): the editor's lookup of a config node; none is selected in these checks.
+          nodes: { registerType: (t: string, d: unknown) => (defs[t] = d), node: () => null },
           validators: { number: always, typedInput: always, regex: always },
           _: (k: string) => k,
         };
-        new Function('RED', '$', script)(RED, () => ({ on: () => undefined, val: () => '', toggle: () => undefined, typedInput: () => undefined }));
+        // The editor's globals the scripts touch when they are defined (not when a form opens): RED, jQuery, window.
+        new Function('RED', '$', 'window', script)(RED, () => ({ on: () => undefined, val: () => '', toggle: () => undefined, typedInput: () => undefined }), {});
         const def = defs[type];
         assert.ok(def, `${type}: registerType was not called with the literal type`);
         const translate = (k: string): string => k;
@@ -186,7 +227,7 @@ describe('node pack: loading', function () {
         if (typeof def.outputLabels === 'function') {
           for (let i = 0; i < (def.outputs ?? 0); i++) assert.equal(typeof def.outputLabels.call(node, i), 'string');
         }
-        const prefix = type === 'katzenpost-daemon' ? 'node-config-input-' : 'node-input-';
+        const prefix = OUR_CONFIG_TYPES.includes(type) ? 'node-config-input-' : 'node-input-';
         for (const m of html.matchAll(new RegExp(`id="${prefix}(\\w+)"`, 'g'))) {
           const field = m[1];
           assert.ok(field in def.defaults || (def.credentials && field in def.credentials), `${type}: form field ${field} is neither a default nor a credential`);
@@ -201,7 +242,14 @@ describe('node pack: loading', function () {
     it('shared status texts are short', () => {
       const daemon = JSON.parse(readFileSync(path.join(ROOT, 'locales', 'en-US', 'katzenpost-daemon.json'), 'utf8'));
       for (const [k, v] of Object.entries(daemon['katzenpost-daemon'].status as Record<string, string>)) {
-        assert.ok(v.length < 20, `status ${k} "${v}" is 20 characters or more`);
+        if (!v.includes('__')) {
+          assert.ok(v.length < 20, `status ${k} "${v}" is 20 characters or more`);
+          continue;
+        }
+        // A progress text with values ("waiting for box 3fa2c1, 12 s", issue #12): short once filled in, even after minutes.
+        const filled = v.replace('__box__', 'abcdef').replace('__seconds__', '300');
+        assert.ok(!filled.includes('__'), `status ${k} "${v}" has an unknown placeholder`);
+        assert.ok(filled.length <= 30, `status ${k} "${filled}" is longer than 30 characters`);
       }
     });
   });

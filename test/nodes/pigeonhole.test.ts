@@ -239,16 +239,38 @@ describe('node pack: Pigeonhole nodes', function () {
       return { messageCiphertext: e.messageCiphertext, envelopeDescriptor: e.envelopeDescriptor, envelopeHash: e.envelopeHash, kind: 'write' };
     }
 
-    it('reads return the plaintext on output 1 and move the index on', async () => {
+    it('reads return the plaintext on output 1, keep the index they read and name the next one', async () => {
       const ch = await channel();
       await writeBox(direct, ch.writeCap, ch.first, 'stored');
       const next = await direct.nextMessageBoxIndex(ch.first);
       await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-resend', { variant: 'default' }, 2));
       const m = await expectPort(1, { envelope: await readEnvelope(ch.readCap, ch.first), readCap: ch.readCap, messageBoxIndex: ch.first, nextMessageBoxIndex: next });
       assert.deepEqual(m.payload, Buffer.from('stored'));
-      assert.deepEqual(m.messageBoxIndex, next);
-      assert.ok(!('nextMessageBoxIndex' in m) && !('envelope' in m));
+      assert.deepEqual(m.messageBoxIndex, ch.first);
+      assert.deepEqual(m.nextMessageBoxIndex, next);
+      assert.ok(!('envelope' in m));
       assert.equal(m.courierIdentityHash.length, 32);
+    });
+
+    it('"advance" (flows saved with the old default) moves msg.messageBoxIndex on instead', async () => {
+      const ch = await channel();
+      await writeBox(direct, ch.writeCap, ch.first, 'stored');
+      const next = await direct.nextMessageBoxIndex(ch.first);
+      await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-resend', { variant: 'default', advance: true }, 2));
+      const m = await expectPort(1, { envelope: await readEnvelope(ch.readCap, ch.first), readCap: ch.readCap, messageBoxIndex: ch.first, nextMessageBoxIndex: next });
+      assert.deepEqual(m.payload, Buffer.from('stored'));
+      assert.deepEqual(m.messageBoxIndex, next);
+      assert.ok(!('nextMessageBoxIndex' in m));
+    });
+
+    it('computes msg.nextMessageBoxIndex when the envelope came without it', async () => {
+      const ch = await channel();
+      await writeBox(direct, ch.writeCap, ch.first, 'stored');
+      const next = await direct.nextMessageBoxIndex(ch.first);
+      await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-resend', { variant: 'default' }, 2));
+      const m = await expectPort(1, { envelope: await readEnvelope(ch.readCap, ch.first), readCap: ch.readCap, messageBoxIndex: ch.first });
+      assert.deepEqual(m.messageBoxIndex, ch.first);
+      assert.deepEqual(m.nextMessageBoxIndex, next);
     });
 
     it('no-retry read of an unwritten box: BoxIDNotFound on output 2, index unchanged', async () => {

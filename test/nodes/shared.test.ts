@@ -121,7 +121,7 @@ describe('node pack: shared input rules', () => {
     assert.equal(toInteger('7', 'msg.count', 1, 10), 7);
     assert.equal(toInteger(3, 'msg.count', 1, 10), 3);
     assert.throws(() => toInteger(11, 'msg.count', 1, 10), /msg\.count: expected an integer from 1 to 10, got the number 11/);
-    assert.throws(() => toInteger('x', 'msg.count', 1, 10), /got a string/);
+    assert.throws(() => toInteger('x', 'msg.count', 1, 10), /got "x"/);
     assert.throws(() => toInteger(1.5, 'msg.count', 1, 10), /msg\.count/);
   });
 

@@ -5,7 +5,7 @@
  * nodes for the example flows, and an emulator on an ephemeral port.
  */
 import * as assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { ThinClient } from '../../src/client/client';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator';
@@ -38,28 +38,27 @@ export interface TestNode {
   [key: string]: unknown;
 }
 
-export const OUR_TYPES = [
-  'katzenpost-daemon',
-  'katzenpost-send',
-  'katzenpost-blocking-send',
-  'katzenpost-new-keypair',
-  'katzenpost-encrypt-write',
-  'katzenpost-encrypt-read',
-  'katzenpost-resend',
-  'katzenpost-cancel',
-  'katzenpost-tombstone',
-  'katzenpost-copy',
-  'katzenpost-index',
-  'katzenpost-events',
-  'katzenpost-pki',
-] as const;
+const ROOT = path.resolve(__dirname, '..', '..');
+const PACKAGE = JSON.parse(readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { 'node-red': { nodes: Record<string, string> } };
 
-export const DIST_NODES = path.resolve(__dirname, '..', '..', 'dist', 'nodes');
+/**
+ * Every node type of the pack, exactly as package.json's node-red.nodes
+ * declares them (what Node-RED loads), so no type can be left out of the
+ * load, help and example checks.
+ */
+export const OUR_TYPES: readonly string[] = Object.keys(PACKAGE['node-red'].nodes);
+
+/** Our config node types (no palette entry; other nodes refer to them), by their editor file's category. */
+export const OUR_CONFIG_TYPES: readonly string[] = OUR_TYPES.filter((t) =>
+  /category:\s*'config'/.test(readFileSync(path.join(ROOT, 'nodes', `${t}.html`), 'utf8')),
+);
+
+export const DIST_NODES = path.resolve(ROOT, 'dist', 'nodes');
 
 /** Our compiled node modules (the files package.json's node-red.nodes points at). */
 export function ourNodes(): unknown[] {
   return OUR_TYPES.map((t) => {
-    const file = path.join(DIST_NODES, `${t}.js`);
+    const file = path.resolve(ROOT, PACKAGE['node-red'].nodes[t]);
     if (!existsSync(file)) throw new Error(`${file} is missing: run "node scripts/build.mjs" before the node tests`);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     return require(file);

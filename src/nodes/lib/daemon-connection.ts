@@ -32,7 +32,8 @@ export interface DaemonEvent {
 
 /** Callbacks a user node gives when it registers. Exceptions thrown in them are caught and logged. */
 export interface DaemonUserHandlers {
-  onState?(state: ConnectionState): void;
+  /** `detail` names the cause while disconnected, e.g. "ECONNREFUSED 127.0.0.1:64331" (else null). */
+  onState?(state: ConnectionState, detail?: string | null): void;
   onEvent?(event: DaemonEvent): void;
 }
 
@@ -51,6 +52,8 @@ export interface DaemonConnectionSettings {
   closeTimeoutMs?: number;
   /** Human-readable address for status and error messages ("127.0.0.1:64331"). */
   address: string;
+  /** A problem with the settings themselves (e.g. a negative timeout): no connection is tried, every operation fails with it. */
+  configError?: Error;
 }
 
 export interface ConnectionLogger {
@@ -84,6 +87,12 @@ export class DaemonConnection {
   private shutDown = false;
   private readonly waiters = new Set<Waiter>();
   private readonly emitter = new EventEmitter();
+  /** The socket error of the last failed first-connection attempt (raw, with its `code`). */
+  private lastSocketError: Error | null = null;
+  /** The detail last shown to users, to re-notify them only when it changes. */
+  private shownDetail: string | null = null;
+  /** While disconnected after a handshake: follows the client's reconnect attempts for the status detail. */
+  private detailTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly settings: DaemonConnectionSettings,
@@ -101,6 +110,11 @@ export class DaemonConnection {
 
   getState(): ConnectionState {
     return this.state;
+  }
+
+  /** Why the connection last failed or dropped (null once connected again), for status displays. */
+  getLastError(): Error | null {
+    return this.fatalError ?? this.lastError;
   }
 
   /** The client, if one exists (it may be between reconnects). Prefer acquire(). */
@@ -130,7 +144,7 @@ export class DaemonConnection {
       return;
     }
     this.users.set(userId, handlers);
-    safeCall(() => handlers.onState?.(this.state), this.log);
+    safeCall(() => handlers.onState?.(this.state, this.statusDetail()), this.log);
     if (this.users.size === 1 && (this.state === 'idle' || this.state === 'closed')) this.start();
   }
 
@@ -188,6 +202,26 @@ export class DaemonConnection {
     });
   }
 
+  /**
+   * What keeps the daemon unreachable, for the status while disconnected:
+   * the socket error code and the address ("ECONNREFUSED 127.0.0.1:64331"),
+   * or null when no socket error is known (or not disconnected).
+   */
+  statusDetail(): string | null {
+    if (this.state !== 'disconnected') return null;
+    const e = this.socketError() as (Error & { code?: unknown }) | null;
+    const code = e && typeof e.code === 'string' && /^E[A-Z0-9_]+$/.test(e.code) ? e.code : null;
+    return code ? `${code} ${this.address}` : null;
+  }
+
+  /** The socket error behind the current disconnection, if known. */
+  socketError(): Error | null {
+    if (this.client && this.handshakeDone) {
+      return (this.client as { lastConnectionError?: Error | null }).lastConnectionError ?? this.lastError;
+    }
+    return this.lastSocketError ?? this.lastError;
+  }
+
   /** The error for an operation that waited `waitedMs` for a first connection in vain. */
   unreachableError(waitedMs: number): DaemonDisconnectedError {
     const why = this.lastError ? `: ${this.lastError.message}` : '';
@@ -202,10 +236,33 @@ export class DaemonConnection {
   // ------------------------------------------------------------ internals
 
   private setState(state: ConnectionState): void {
-    if (state === this.state) return;
+    if (state === this.state) {
+      this.refreshDetail();
+      return;
+    }
     this.state = state;
-    for (const handlers of [...this.users.values()]) safeCall(() => handlers.onState?.(state), this.log);
+    this.notifyState();
+    // Reconnect attempts happen inside the client: follow them so the status names today's cause.
+    if (state === 'disconnected' && this.handshakeDone && !this.detailTimer) {
+      this.detailTimer = setInterval(() => this.refreshDetail(), 1000);
+      this.detailTimer.unref?.();
+    } else if (state !== 'disconnected' && this.detailTimer) {
+      clearInterval(this.detailTimer);
+      this.detailTimer = null;
+    }
+  }
+
+  private notifyState(): void {
+    const state = this.state;
+    const detail = this.statusDetail();
+    this.shownDetail = detail;
+    for (const handlers of [...this.users.values()]) safeCall(() => handlers.onState?.(state, detail), this.log);
     safeCall(() => this.emitter.emit('state', state), this.log);
+  }
+
+  /** Tells the users again when the cause of a disconnection changed (same state, new detail). */
+  private refreshDetail(): void {
+    if (this.statusDetail() !== this.shownDetail) this.notifyState();
   }
 
   private start(): void {
@@ -217,6 +274,15 @@ export class DaemonConnection {
   private async connectAttempt(gen: number): Promise<void> {
     if (this.closing) await this.closing;
     if (gen !== this.generation || this.shutDown || this.users.size === 0) return;
+    if (this.settings.configError) {
+      // Settings no connection can fix (the config node's form): report once, until redeploy.
+      this.lastError = this.settings.configError;
+      this.fatalError = this.settings.configError;
+      this.log.error(this.settings.configError.message);
+      this.setState('disconnected');
+      this.failWaiters(this.fatalError);
+      return;
+    }
     this.setState('connecting');
     let client: ThinClient;
     try {
@@ -244,6 +310,7 @@ export class DaemonConnection {
     } catch (e) {
       if (gen !== this.generation) return;
       this.lastError = e as Error;
+      this.lastSocketError = (client as { lastConnectionError?: Error | null }).lastConnectionError ?? null;
       this.client = null;
       this.log.debug(`katzenpost daemon ${this.address}: connect failed: ${(e as Error).message}`);
       void closeQuietly(client, 1000);
@@ -257,6 +324,7 @@ export class DaemonConnection {
     }
     this.handshakeDone = true;
     this.lastError = null;
+    this.lastSocketError = null;
     this.retryDelayMs = this.settings.retryInitialDelayMs ?? 1000;
     this.log.info(`katzenpost daemon ${this.address}: connected`);
     this.setState(safeIsConnected(client) ? 'connected' : 'offline');
@@ -309,6 +377,8 @@ export class DaemonConnection {
 
   private async stop(finalState: ConnectionState): Promise<void> {
     this.generation++;
+    if (this.detailTimer) clearInterval(this.detailTimer);
+    this.detailTimer = null;
     if (this.retryTimer) clearTimeout(this.retryTimer);
     this.retryTimer = null;
     this.retryDelayMs = this.settings.retryInitialDelayMs ?? 1000;

@@ -9,6 +9,7 @@
  */
 import { InvalidArgumentError } from '../../client/errors';
 import type { Node, NodeAPI, NodeMessage } from '../types';
+import { validationText } from './messages';
 
 /** How a string may stand for bytes. Strings are refused unless a field says so. */
 export type StringEncoding = 'utf8' | 'hex' | 'base64';
@@ -129,17 +130,17 @@ export function optionalBuffer(value: unknown, spec: BufferSpec): Buffer | null 
 export function decodeKeyText(text: string, name: string, size: number): Buffer {
   const t = text.replace(/\s+/g, '');
   const hexLen = size * 2;
-  const b64Len = Math.ceil(size / 3) * 4;
   if (t.length === hexLen && HEX_RE.test(t)) return Buffer.from(t, 'hex');
   if (BASE64_RE.test(t)) {
     const b = Buffer.from(t, t.includes('-') || t.includes('_') ? 'base64url' : 'base64');
     if (b.length === size) return b;
   }
-  throw new InvalidArgumentError(
-    name,
-    `${size} bytes as hex (${hexLen} characters) or base64 (${b64Len} characters)`,
-    `${t.length} characters`,
-  );
+  throw new InvalidArgumentError(name, keyExpectation(size), validationText('got.characters', { count: t.length }));
+}
+
+/** "32 bytes as hex (64 characters) or base64 (44 characters)": what a key field takes (the editor says the same). */
+export function keyExpectation(size: number): string {
+  return validationText('what.key', { size, hex: size * 2, base64: Math.ceil(size / 3) * 4 });
 }
 
 /** Names the editor fields of credentials in messages. */
@@ -151,23 +152,32 @@ export function credentialName(nodeType: string, field: string): string {
 
 /** An integer in [min, max] from a number or a decimal string. */
 export function toInteger(value: unknown, name: string, min: number, max: number): number {
+  const what = validationText('what.integer', { min, max });
   let n: number;
   if (typeof value === 'number') n = value;
   else if (typeof value === 'string' && /^\s*-?\d+\s*$/.test(value)) n = Number(value);
   else if (typeof value === 'bigint') n = Number(value);
-  else throw new InvalidArgumentError(name, `an integer from ${min} to ${max}`, describeValue(value));
+  else throw new InvalidArgumentError(name, what, describeFormValue(value));
   if (!Number.isInteger(n) || n < min || n > max) {
-    throw new InvalidArgumentError(name, `an integer from ${min} to ${max}`, describeValue(value));
+    throw new InvalidArgumentError(name, what, describeFormValue(value));
   }
   return n;
 }
 
+/** Numbers and short texts typed into a form are not secrets: name them as typed. */
+function describeFormValue(v: unknown): string {
+  if (typeof v === 'string' && v.length > 0 && v.length <= 40) return validationText('got.value', { value: v });
+  return describeValue(v);
+}
+
 /**
  * A timeout: `msg.timeout` in milliseconds wins over the node's field (in
- * seconds), which wins over `fallbackMs`. 0 or blank means "no timeout" and
- * gives undefined.
+ * seconds), which wins over `fallbackMs`. 0 means "no timeout" and gives
+ * undefined; a blank field gives `fallbackMs`. A node field that is not a
+ * number of seconds, 0 or more, throws an InvalidArgumentError naming
+ * `fieldName` (the editor refuses the same values with the same words).
  */
-export function resolveTimeoutMs(msg: NodeMessage, nodeSeconds: unknown, fallbackMs?: number): number | undefined {
+export function resolveTimeoutMs(msg: NodeMessage, nodeSeconds: unknown, fallbackMs?: number, fieldName = 'timeout'): number | undefined {
   if (msg.timeout !== undefined && msg.timeout !== null && msg.timeout !== '') {
     const t = msg.timeout;
     const n = typeof t === 'string' && /^\s*\d+(\.\d+)?\s*$/.test(t) ? Number(t) : t;
@@ -176,16 +186,30 @@ export function resolveTimeoutMs(msg: NodeMessage, nodeSeconds: unknown, fallbac
     }
     return n === 0 ? undefined : n;
   }
-  const s = parseSeconds(nodeSeconds);
+  const s = readSeconds(nodeSeconds, fieldName);
   if (s !== undefined) return s === 0 ? undefined : s * 1000;
   return fallbackMs;
 }
 
-/** A form field in seconds; blank gives undefined. */
+/** A form field in seconds; blank gives undefined, anything but a number of seconds >= 0 gives undefined too (lenient). */
 export function parseSeconds(v: unknown): number | undefined {
   if (v === undefined || v === null || v === '') return undefined;
   const n = typeof v === 'number' ? v : Number(String(v).trim());
   return Number.isFinite(n) && n >= 0 ? n : undefined;
+}
+
+/**
+ * A form field in seconds, checked: blank gives undefined; otherwise a finite
+ * number >= 0 (or > 0 with `positive`), else an InvalidArgumentError naming
+ * the field in the words the editor uses.
+ */
+export function readSeconds(v: unknown, name: string, positive = false): number | undefined {
+  if (v === undefined || v === null || (typeof v === 'string' && v.trim() === '')) return undefined;
+  const n = typeof v === 'number' ? v : /^\s*\d+(\.\d+)?\s*$/.test(String(v)) ? Number(String(v).trim()) : Number.NaN;
+  if (!Number.isFinite(n) || n < 0 || (positive && n === 0)) {
+    throw new InvalidArgumentError(name, validationText(positive ? 'what.positiveSeconds' : 'what.seconds'), describeFormValue(v));
+  }
+  return n;
 }
 
 // ------------------------------------------------------------- TypedInput

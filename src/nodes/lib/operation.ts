@@ -28,7 +28,9 @@ import {
   toBuffer,
   type BufferSpec,
 } from './inputs';
-import type { StatusController } from './status';
+import type { OperationStatus, StatusController } from './status';
+import { defaultTimeoutMs as tableTimeoutMs } from './timeouts';
+import { reportFailure } from './report';
 import { useDaemon, type DaemonUser } from './user';
 
 /** Sizes of the Pigeonhole blobs (PIGEONHOLE.md §0). */
@@ -80,6 +82,8 @@ export interface OperationContext<C extends NodeDef = NodeDef> {
   addCancelKey(key: Uint8Array): void;
   /** Sends a message now, before the handler returns (e.g. progress). */
   send(out: SendArgument): void;
+  /** Status text for this operation while it runs ("waiting for box 3fa2c1, 12 s"); null: plain "working". */
+  progress(text: string | null): void;
 }
 
 export interface NodeHooks {
@@ -93,7 +97,10 @@ export interface OperationNodeDefinition<C extends NodeDef = NodeDef> {
   type: string;
   /** Credential fields, all of type password unless said otherwise. */
   credentials?: Record<string, CredentialDef>;
-  /** Timeout when neither msg.timeout nor the node's `timeout` field is set (ms; undefined = none). */
+  /**
+   * Timeout when neither msg.timeout nor the node's `timeout` field is set
+   * (ms); default: the type's entry in DEFAULT_TIMEOUT_SECONDS (lib/timeouts).
+   */
   defaultTimeoutMs?: number | ((config: C) => number | undefined);
   /** Long network operation: accepts msg.cancel to abort running operations. */
   cancellable?: boolean;
@@ -141,12 +148,11 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
 
     node.on('input', (msg: NodeMessage, send: InputSend, done: InputDone) => {
       const sendFn: InputSend = typeof send === 'function' ? send : (m) => node.send(m);
-      const doneFn: InputDone =
-        typeof done === 'function'
-          ? done
-          : (err) => {
-              if (err) node.error(err, msg);
-            };
+      // Failures reach Node-RED as their sentence (readable in the debug sidebar), with the details in msg.error for Catch nodes.
+      const doneFn: InputDone = (err) => {
+        if (err) reportFailure(node, err, msg, typeof done === 'function' ? done : undefined);
+        else if (typeof done === 'function') done();
+      };
       if (def.cancellable && msg.cancel === true) {
         let n: number;
         try {
@@ -183,8 +189,11 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
         else done(asError(err));
       };
       try {
-        const defaultMs = typeof def.defaultTimeoutMs === 'function' ? def.defaultTimeoutMs(cfg) : def.defaultTimeoutMs;
-        const timeoutMs = resolveTimeoutMs(msg, cfg.timeout, defaultMs);
+        const defaultMs =
+          typeof def.defaultTimeoutMs === 'function'
+            ? def.defaultTimeoutMs(cfg)
+            : def.defaultTimeoutMs ?? tableTimeoutMs(def.type);
+        const timeoutMs = resolveTimeoutMs(msg, cfg.timeout, defaultMs, `${def.type} timeout`);
         if (timeoutMs !== undefined) {
           const source = msg.timeout !== undefined && msg.timeout !== null && msg.timeout !== '' ? 'msg.timeout' : 'node timeout';
           timer = setTimeout(() => {
@@ -195,9 +204,10 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
               return;
             }
             const state = connection?.getState();
+            const socketError = connection?.socketError();
             const why =
               state === 'disconnected' || state === 'connecting'
-                ? ` while the daemon at ${node.daemonUser.connection?.address} was unreachable`
+                ? ` while the daemon at ${connection?.address} was unreachable${socketError ? ` (${socketError.message})` : ''}`
                 : '';
             op.controller.abort(new ThinClientTimeoutError(`${def.type}: timed out after ${formatMs(timeoutMs)} (${source})${why}`));
           }, timeoutMs);
@@ -205,7 +215,7 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
         const signal = op.controller.signal;
         const client = await node.daemonUser.acquire({ timeoutMs, signal });
         if (signal.aborted) throw abortReason(signal);
-        const ctx = makeContext(RED, node, cfg, msg, client, signal, timeoutMs, op, send);
+        const ctx = makeContext(RED, node, cfg, msg, client, signal, timeoutMs, op, send, end);
         let result: SendArgument | void;
         try {
           result = await def.run(ctx);
@@ -252,6 +262,7 @@ function makeContext<C extends NodeDef>(
   timeoutMs: number | undefined,
   op: InFlight,
   send: InputSend,
+  opStatus: OperationStatus,
 ): OperationContext<C> {
   const credentialText = (field: string): string | undefined => {
     const v = node.credentials?.[field];
@@ -286,6 +297,7 @@ function makeContext<C extends NodeDef>(
       op.keys.add(Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex'));
     },
     send: (out) => send(out),
+    progress: (text) => opStatus.progress(text),
   };
 }
 

@@ -3,6 +3,7 @@
  * object that encrypt nodes write and resend/cancel nodes read, and service
  * destinations for the legacy send nodes.
  */
+import { createHash } from 'node:crypto';
 import { InvalidArgumentError } from '../../client/errors';
 import type { ResendParams, StartResendingResult, ThinClient } from '../../client/client';
 import type { NodeMessage } from '../types';
@@ -50,6 +51,15 @@ export function resendWrite(
     envelopeHash: e.envelopeHash,
   };
   return client.startResendingEncryptedMessage(params, { signal });
+}
+
+/**
+ * A short, non-secret name for a box in status texts: the first 6 hex
+ * digits of the SHA-256 of its 104-byte MessageBoxIndex. (The index itself
+ * holds key material and is never shown.)
+ */
+export function boxLabel(index: Uint8Array): string {
+  return createHash('sha256').update(index).digest('hex').slice(0, 6);
 }
 
 /** Reads and checks msg.envelope (errors name the sub-property). */

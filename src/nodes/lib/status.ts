@@ -10,6 +10,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Node, NodeStatus } from '../types';
+import { catalogueText } from './messages';
 
 function packageName(): string {
   // dist/nodes/lib/status.js and src/nodes/lib/status.ts are both three levels below the package root.
@@ -50,7 +51,12 @@ export type ConnectionState =
   /** config node closed */
   | 'closed';
 
-export function statusForConnection(state: ConnectionState): NodeStatus {
+/**
+ * The status of a connection state. `detail` names the cause of a
+ * disconnection (e.g. "ECONNREFUSED 127.0.0.1:64331") and replaces the
+ * plain "disconnected" text when known.
+ */
+export function statusForConnection(state: ConnectionState, detail?: string | null): NodeStatus {
   switch (state) {
     case 'connecting':
       return { fill: 'yellow', shape: 'ring', text: STATUS_TEXT.connecting };
@@ -59,7 +65,7 @@ export function statusForConnection(state: ConnectionState): NodeStatus {
     case 'offline':
       return { fill: 'yellow', shape: 'dot', text: STATUS_TEXT.offline };
     case 'disconnected':
-      return { fill: 'red', shape: 'ring', text: STATUS_TEXT.disconnected };
+      return { fill: 'red', shape: 'ring', text: detail || STATUS_TEXT.disconnected };
     default:
       return {};
   }
@@ -79,18 +85,30 @@ export function errorStatusText(err: unknown): string {
  * the error code after a failure (until the next operation or connection
  * change); a node-specific status; "connected".
  */
+/** What begin() returns: call it when the operation ends; `progress` replaces "working" while it runs. */
+export interface OperationStatus {
+  (err?: unknown): void;
+  /** A status text for this running operation (e.g. "waiting for box 3fa2c1, 12 s"); null goes back to "working". */
+  progress(text: string | null): void;
+}
+
 export class StatusController {
   private connection: ConnectionState = 'idle';
-  private active = 0;
+  private connectionDetail: string | null = null;
+  /** Running operations, oldest first, each with its progress text (null: plain "working"). */
+  private readonly running: { text: string | null }[] = [];
   private lastError: string | null = null;
+  /** A configuration error: shown until the node is redeployed (connection changes do not clear it). */
+  private configError: string | null = null;
   private extra: NodeStatus | null = null;
   private closed = false;
 
   constructor(private readonly node: Node) {}
 
-  setConnection(state: ConnectionState): void {
+  setConnection(state: ConnectionState, detail: string | null = null): void {
     if (state !== this.connection) this.lastError = null;
     this.connection = state;
+    this.connectionDetail = detail;
     this.render();
   }
 
@@ -99,23 +117,42 @@ export class StatusController {
   }
 
   /** Marks one operation as running; call the returned function when it ends. */
-  begin(): (err?: unknown) => void {
-    this.active++;
+  begin(): OperationStatus {
+    const entry: { text: string | null } = { text: null };
+    this.running.push(entry);
     this.lastError = null;
     this.render();
     let ended = false;
-    return (err?: unknown) => {
+    const end = ((err?: unknown) => {
       if (ended) return;
       ended = true;
-      this.active--;
+      const i = this.running.indexOf(entry);
+      if (i >= 0) this.running.splice(i, 1);
       if (err !== undefined && err !== null) this.lastError = errorStatusText(err);
       this.render();
+    }) as OperationStatus;
+    end.progress = (text: string | null) => {
+      if (ended || entry.text === text) return;
+      entry.text = text;
+      this.render();
     };
+    return end;
   }
 
   /** A node-specific status shown while idle and connected (e.g. "3 waiting"); null clears it. */
   setExtra(status: NodeStatus | null): void {
     this.extra = status;
+    this.render();
+  }
+
+  /**
+   * Shows an error (its short code) until the next operation or connection
+   * change; with `sticky` (a configuration error only a redeploy fixes)
+   * until the node closes.
+   */
+  setError(err: unknown, sticky = false): void {
+    if (sticky) this.configError = errorStatusText(err);
+    else this.lastError = errorStatusText(err);
     this.render();
   }
 
@@ -128,15 +165,35 @@ export class StatusController {
     let s: NodeStatus;
     const healthy = this.connection === 'connected' || this.connection === 'idle' || this.connection === 'closed';
     // A daemon problem outranks "working": operations are then waiting on it, and the user should see why.
-    if (!healthy) s = statusForConnection(this.connection);
-    else if (this.active > 0) s = { fill: 'blue', shape: 'dot', text: STATUS_TEXT.working };
-    else if (this.lastError) s = { fill: 'red', shape: 'ring', text: this.lastError };
+    if (!healthy) s = statusForConnection(this.connection, this.connectionDetail);
+    else if (this.running.length > 0) {
+      // The longest-running operation that says what it waits for, else "working".
+      const withText = this.running.find((r) => r.text !== null);
+      s = { fill: 'blue', shape: withText ? 'ring' : 'dot', text: withText?.text ?? STATUS_TEXT.working };
+    } else if (this.lastError || this.configError) s = { fill: 'red', shape: 'ring', text: (this.lastError ?? this.configError)! };
     else if (this.extra && this.connection === 'connected') s = this.extra;
-    else s = statusForConnection(this.connection);
+    else s = statusForConnection(this.connection, this.connectionDetail);
     try {
       this.node.status(s);
     } catch {
       // status() on a node that Node-RED already stopped: nothing to show it on
     }
   }
+}
+
+/**
+ * A status text of the katzenpost-daemon catalogue with values filled in
+ * (the editor translates only plain keys, so texts with values are
+ * translated here). Falls back to the English catalogue file.
+ */
+export function statusText(RED: { _(key: string, subs?: Record<string, unknown>): string }, key: string, subs: Record<string, string | number>): string {
+  const full = `${DAEMON_I18N_NAMESPACE}:katzenpost-daemon.status.${key}`;
+  let text = '';
+  try {
+    text = RED._(full, subs);
+  } catch {
+    text = '';
+  }
+  if (!text || text === full || text.includes(`status.${key}`)) text = catalogueText(`status.${key}`, subs);
+  return text;
 }

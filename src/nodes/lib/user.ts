@@ -41,7 +41,7 @@ export interface DaemonUser {
 
 export interface UseDaemonOptions {
   onEvent?(event: DaemonEvent): void;
-  onState?(state: ConnectionState): void;
+  onState?(state: ConnectionState, detail?: string | null): void;
   /** Do not show the connection state on this node's status (it manages its own). */
   quietStatus?: boolean;
 }
@@ -70,9 +70,9 @@ export function useDaemon(RED: NodeAPI, node: Node, daemonId: unknown, options: 
   }
 
   const handlers: DaemonUserHandlers = {
-    onState: (state) => {
-      if (!options.quietStatus) status.setConnection(state);
-      options.onState?.(state);
+    onState: (state, detail) => {
+      if (!options.quietStatus) status.setConnection(state, detail ?? null);
+      options.onState?.(state, detail ?? null);
     },
     onEvent: options.onEvent ? (ev) => options.onEvent?.(ev) : undefined,
   };
