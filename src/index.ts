@@ -4,13 +4,16 @@
  * `import { ThinClient } from '@katzenpost-community/node-red-katzenpost'`.
  * The daemon emulator is a separate entry point ('.../emulator').
  */
-export { ThinClient } from './client/client';
+export { ThinClient, DEFAULT_HANDSHAKE_TIMEOUT_MS } from './client/client';
 export type {
   ArqOptions,
   BlockingSendOptions,
   CallOptions,
   CopyCommandOptions,
   CourierEnvelopesResult,
+  CurrentOnlyMethod,
+  DaemonProtocol,
+  DirectoryAuthority,
   EncryptResult,
   KeypairResult,
   Logger,
@@ -23,6 +26,10 @@ export type {
   TombstoneEnvelope,
   TombstoneRangeEnvelopesResult,
   TombstoneRangeResult,
+  VoucherInductResult,
+  VoucherMintResult,
+  VoucherOpenResult,
+  VoucherStreamCaps,
 } from './client/client';
 export type {
   ConnectionStatusEvent,
@@ -43,6 +50,8 @@ export { blake2b256, newMessageId, newQueryId, newSurbId } from './client/crypto
 export * from './client/errors';
 export {
   APP_ID_LENGTH,
+  CURRENT_REQUEST_KINDS,
+  CURRENT_RESPONSE_KINDS,
   DEFAULT_FRAME_TIMEOUT_MS,
   DEFAULT_MAX_FRAME_LENGTH,
   DEFAULT_PIGEONHOLE_GEOMETRY,
@@ -51,6 +60,8 @@ export {
   FrameTimeoutError,
   FrameTooLargeError,
   HASH_LENGTH,
+  HEAD_REQUEST_KINDS,
+  HEAD_RESPONSE_KINDS,
   INSTANCE_TOKEN_LENGTH,
   MAX_COPY_PAYLOAD_LENGTH,
   MESSAGE_BOX_INDEX_LENGTH,
@@ -63,13 +74,18 @@ export {
   SEED_LENGTH,
   SPHINX_GEOMETRY_KEYS,
   SURB_ID_LENGTH,
+  VOUCHER_LENGTH,
+  VOUCHER_PUBLIC_KEY_LENGTH,
+  VOUCHER_SALT_LENGTH,
+  VOUCHER_SECRET_KEY_LENGTH,
   WRITE_CAP_LENGTH,
 } from './client/wire';
-export type { PigeonholeGeometry, RequestKind, ResponseKind, SphinxGeometry } from './client/wire';
+export type { AnyRequestKind, HeadRequestKind, HeadResponseKind, PigeonholeGeometry, RequestKind, ResponseKind, SphinxGeometry } from './client/wire';
 export {
   describeDial,
   loadThinClientConfig,
   parseThinClientToml,
+  parseWsAddress,
   resolveDialConfig,
   unixSocketPath,
   validateDialConfig,

@@ -10,6 +10,8 @@
 import { randomBytes } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import * as net from 'node:net';
+import type { Duplex } from 'node:stream';
+import WebSocket, { createWebSocketStream } from 'ws';
 
 import { describeDial, loadThinClientConfig, resolveDialConfig, unixSocketPath } from './config';
 import type { DialConfig, ThinClientTomlShape } from './config';
@@ -25,9 +27,11 @@ import {
   StartResendingCancelledError,
   ThinClientOfflineError,
   ThinClientTimeoutError,
+  UnsupportedByDaemonError,
   errorForCopyCode,
   errorForGenericCode,
   errorForResendCode,
+  errorForVoucherCode,
 } from './errors';
 import { EventQueue } from './events';
 import type { ThinClientEvent, ThinClientEventMap } from './events';
@@ -57,6 +61,7 @@ import {
   DEFAULT_MAX_FRAME_LENGTH,
   FrameDecoder,
   HASH_LENGTH,
+  HEAD_REQUEST_KINDS,
   HEAD_RESPONSE_KINDS,
   INSTANCE_TOKEN_LENGTH,
   MAX_COPY_PAYLOAD_LENGTH,
@@ -67,6 +72,8 @@ import {
   SEED_LENGTH,
   SPHINX_GEOMETRY_KEYS,
   SURB_ID_LENGTH,
+  VOUCHER_LENGTH,
+  VOUCHER_SECRET_KEY_LENGTH,
   WRITE_CAP_LENGTH,
   bytesOrNull,
   checkFixedLengths,
@@ -77,7 +84,7 @@ import {
   toBigInt,
   toNumber,
 } from './wire';
-import type { PigeonholeGeometry, RequestKind, SphinxGeometry } from './wire';
+import type { AnyRequestKind, HeadRequestKind, PigeonholeGeometry, SphinxGeometry } from './wire';
 
 // ------------------------------------------------------------------ public types
 export interface Logger {
@@ -87,13 +94,48 @@ export interface Logger {
   error(m: string): void;
 }
 
+/**
+ * The thin-client protocol level of a daemon: 'pinned' = kpclientd v0.0.76
+ * (20-key reply envelope), 'current' = v0.0.99 and later (25 keys: directory
+ * authorities and Contact Vouchers, PROTOCOL.md §9.3).
+ */
+export type DaemonProtocol = 'pinned' | 'current';
+
+/** The methods only a current daemon serves (each sends one HEAD request kind). */
+export type CurrentOnlyMethod = 'getDirectoryAuthorities' | 'voucherMint' | 'voucherInduct' | 'voucherOpen' | 'voucherDeriveStream';
+
+const METHOD_KINDS: Readonly<Record<CurrentOnlyMethod, HeadRequestKind>> = {
+  getDirectoryAuthorities: 'get_directory_authorities',
+  voucherMint: 'voucher_mint',
+  voucherInduct: 'voucher_induct',
+  voucherOpen: 'voucher_open',
+  voucherDeriveStream: 'voucher_derive_stream',
+};
+
+/** Default handshake deadline: a current daemon without a PKI document holds the first frame up to 30 s (§9.2). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 45_000;
+
 export interface ThinClientOptions {
-  /** "host:port", "[::1]:port", "/path.sock", "@abstract", a DialConfig or the thinclient.toml shape. Default localhost:64331. */
+  /**
+   * "host:port", "[::1]:port", "ws://host:port" (kpclientd v0.0.99+ [Listen.Ws]), "/path.sock",
+   * "@abstract", a DialConfig or the thinclient.toml shape. Default localhost:64331.
+   */
   dial?: DialConfig | ThinClientTomlShape | string;
   /** Path of a thinclient.toml (alternative to `dial`). */
   configFile?: string;
-  /** Socket + handshake deadline (§2.1). Default 10 s. */
+  /**
+   * Socket + handshake deadline (§2.1). Default 45 s: a current kpclientd
+   * that has no PKI document yet holds the first handshake frame up to 30 s (§9.2).
+   */
   handshakeTimeoutMs?: number;
+  /**
+   * What the daemon supports. 'auto' (default) reads it from every
+   * connection's handshake: a daemon whose reply envelope carries
+   * `voucher_mint_reply` knows `voucher_mint`, and so on (the Go daemon
+   * always sends its full envelope). Force 'pinned' or 'current' only for a
+   * daemon that sends partial envelopes.
+   */
+  daemonProtocol?: DaemonProtocol | 'auto';
   /** Deadline of local requests (keypair, encrypt, index, PKI, envelopes, cancels), including any wait for a reconnect. Default 30 s. */
   requestTimeoutMs?: number;
   /** Largest frame body accepted on read (checked before allocating) and on write. Default 40 MiB. */
@@ -208,12 +250,75 @@ export interface RawPkiDocument {
   epoch: bigint;
 }
 
+/** One directory authority the daemon is configured with (§9.3). */
+export interface DirectoryAuthority {
+  /** Its name, e.g. "auth1". */
+  identifier: string;
+  /** Its identity signature scheme, e.g. "Ed25519". */
+  pkiSignatureScheme: string;
+  /** Its wire-protocol KEM, e.g. "xwing". */
+  wireKemScheme: string;
+  /** Where it listens, e.g. ["tcp://127.0.0.1:30001"]. */
+  addresses: string[];
+  /** Identity public key, PEM text. */
+  identityPublicKeyPem: string;
+  /** Link public key, PEM text. */
+  linkPublicKeyPem: string;
+  /** BLAKE2b-256 of the identity key: the key of this authority's entry in a signed PKI document's Signatures map. */
+  identityKeyHash: Buffer;
+}
+
+/** What voucherMint returns (the joiner's side of a Contact Voucher). */
+export interface VoucherMintResult {
+  /** The 32-byte token to hand to the inductor out of band (a QR code, a link). */
+  voucher: Buffer;
+  /** Write it to box 0 of the voucher stream (voucherWriteCap). */
+  voucherPayload: Buffer;
+  /** The rendezvous "voucher stream" (168 bytes); anyone with the voucher can derive it. */
+  voucherWriteCap: Buffer;
+  /** Its read cap (136 bytes). */
+  voucherReadCap: Buffer;
+  /** Keep it secret and persist it: voucherOpen needs it to open the inductor's sealed reply. */
+  voucherSecretKey: Buffer;
+  voucherPublicKey: Buffer;
+}
+
+/** What voucherInduct returns (the inductor's side). */
+export interface VoucherInductResult {
+  /** The display name the joiner put in the voucher payload. */
+  displayName: string;
+  /** The joiner's message read cap re-seeded by the salt: the live read cap to hand to the group. */
+  mutatedMessageReadCap: Buffer;
+  /** Write it to box 1 of the voucher stream; only the joiner's voucherSecretKey opens it. */
+  sealedReply: Buffer;
+  voucherWriteCap: Buffer;
+  voucherReadCap: Buffer;
+  /** The fresh 32-byte VoucherSalt sealed into the reply. */
+  salt: Buffer;
+}
+
+/** What voucherOpen returns (the joiner again). */
+export interface VoucherOpenResult {
+  /** The inductor's opaque blob (e.g. how to reach the group). */
+  whoReply: Buffer;
+  salt: Buffer;
+  /** The joiner's message write cap re-seeded by the salt: write real messages with it (it matches mutatedMessageReadCap). */
+  mutatedMessageWriteCap: Buffer;
+}
+
+/** The voucher stream's caps, derived from the voucher alone. */
+export interface VoucherStreamCaps {
+  voucherWriteCap: Buffer;
+  voucherReadCap: Buffer;
+}
+
 // ------------------------------------------------------------------ internals
 type State = 'idle' | 'connecting' | 'connected' | 'reconnecting' | 'closed';
 
 type EventArgs = { [K in keyof ThinClientEventMap]: [ThinClientEventMap[K]] };
 
 const KNOWN_RESPONSE_KINDS: readonly string[] = [...RESPONSE_KINDS, ...HEAD_RESPONSE_KINDS];
+const HEAD_KINDS: ReadonlySet<string> = new Set(HEAD_REQUEST_KINDS);
 /** Pinned frames that answer no call: the events and the handshake's session_token_reply. */
 const CALL_FREE_KINDS: ReadonlySet<string> = new Set(RESPONSE_KINDS.filter((k) => !k.endsWith('_reply') || k === 'session_token_reply'));
 const DEFAULT_DIAL: DialConfig = { kind: 'tcp', host: 'localhost', port: 64331, network: 'tcp' };
@@ -224,11 +329,13 @@ const U32_MAX = 0xffffffff;
 
 const silentLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
-/** One socket and its handshake progress. */
+/** One socket (a TCP or Unix stream, or a WebSocket byte stream) and its handshake progress. */
 interface Connection {
   id: number;
   purpose: 'connect' | 'reconnect';
-  socket: net.Socket;
+  socket: Duplex;
+  /** The top-level keys of the daemon's first frame: the reply kinds it knows (null until that frame). */
+  envelopeKeys: ReadonlySet<string> | null;
   decoder: FrameDecoder;
   phase: 'status' | 'pki' | 'token' | 'ready';
   /** A shutdown_event arrived on this connection: its loss is graceful (§2.5). */
@@ -248,7 +355,7 @@ interface ArqIdentity {
 /** A request waiting for its reply. */
 interface Pending {
   op: string;
-  kind: RequestKind;
+  kind: AnyRequestKind;
   key: string;
   /** The whole frame, kept so a re-send or replay is byte-for-byte the original. */
   frame: Buffer;
@@ -279,7 +386,7 @@ interface CallSpec {
   arq?: ArqIdentity;
 }
 
-function replyKindOf(kind: RequestKind): string {
+function replyKindOf(kind: AnyRequestKind): string {
   return `${kind}_reply`;
 }
 
@@ -305,6 +412,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
   private readonly reconnectEnabled: boolean;
   private readonly reconnectInitialDelayMs: number;
   private readonly reconnectMaxDelayMs: number;
+  private readonly protocolSetting: DaemonProtocol | 'auto';
   private readonly log: Logger;
 
   private readonly token: Buffer;
@@ -321,7 +429,11 @@ export class ThinClient extends EventEmitter<EventArgs> {
   private daemonInstanceToken: Buffer | null = null;
   private daemonAppId: Buffer | null = null;
   private sessionResumed = false;
+  /** Reply kinds the daemon of the last completed handshake announced (its envelope keys). */
+  private daemonKinds: ReadonlySet<string> | null = null;
   private mixnetConnected = false;
+  /** Why the socket to the daemon is down: the last socket error of a lost connection or a failed (re)connect. */
+  private lastSocketError: Error | null = null;
   private sphinx: SphinxGeometry | null = null;
   private pigeonhole: PigeonholeGeometry | null = null;
   private currentDocument: PkiDocument | null = null;
@@ -345,7 +457,12 @@ export class ThinClient extends EventEmitter<EventArgs> {
     if (options.configFile !== undefined) this.dial = loadThinClientConfig(options.configFile);
     else if (options.dial !== undefined) this.dial = resolveDialConfig(options.dial);
     else this.dial = DEFAULT_DIAL;
-    this.handshakeTimeoutMs = positiveOption('handshakeTimeoutMs', options.handshakeTimeoutMs, 10_000);
+    this.handshakeTimeoutMs = positiveOption('handshakeTimeoutMs', options.handshakeTimeoutMs, DEFAULT_HANDSHAKE_TIMEOUT_MS);
+    const protocol = options.daemonProtocol ?? 'auto';
+    if (protocol !== 'auto' && protocol !== 'pinned' && protocol !== 'current') {
+      throw new InvalidArgumentError('daemonProtocol', '"auto", "pinned" or "current"', describeValue(protocol));
+    }
+    this.protocolSetting = protocol;
     this.requestTimeoutMs = positiveOption('requestTimeoutMs', options.requestTimeoutMs, 30_000);
     this.maxFrameLength = positiveOption('maxFrameLength', options.maxFrameLength, DEFAULT_MAX_FRAME_LENGTH);
     this.frameTimeoutMs = positiveOption('frameTimeoutMs', options.frameTimeoutMs, DEFAULT_FRAME_TIMEOUT_MS);
@@ -368,6 +485,21 @@ export class ThinClient extends EventEmitter<EventArgs> {
   /** BLAKE2b-256 of a 168-byte WriteCap: the key of cancelResendingCopyCommand. @throws InvalidArgumentError */
   static writeCapHash(writeCap: Uint8Array): Buffer {
     return blake2b256(exactBytes('writeCap', writeCap, WRITE_CAP_LENGTH));
+  }
+
+  /**
+   * The MessageBoxIndex a cap starts at: the last 104 bytes of a 168-byte
+   * WriteCap or a 136-byte ReadCap (PROTOCOL.md §6.9). For a new keypair it
+   * equals firstMessageIndex; use it for caps that come without an index,
+   * such as the voucher stream caps and the mutated caps of voucherInduct /
+   * voucherOpen (box 0 of the voucher stream is at this index, box 1 at its successor).
+   * @throws InvalidArgumentError
+   */
+  static firstMessageIndexOf(cap: Uint8Array): Buffer {
+    if (!(cap instanceof Uint8Array) || (cap.length !== WRITE_CAP_LENGTH && cap.length !== READ_CAP_LENGTH)) {
+      throw new InvalidArgumentError('cap', `a ${WRITE_CAP_LENGTH}-byte WriteCap or a ${READ_CAP_LENGTH}-byte ReadCap`, describeValue(cap));
+    }
+    return Buffer.from(cap.subarray(cap.length - MESSAGE_BOX_INDEX_LENGTH));
   }
 
   // ------------------------------------------------------------- properties
@@ -401,6 +533,16 @@ export class ThinClient extends EventEmitter<EventArgs> {
     return this.mixnetConnected;
   }
 
+  /**
+   * Why the daemon cannot be reached right now: the socket error of the last
+   * lost connection or failed (re)connect attempt (e.g. `connect
+   * ECONNREFUSED 127.0.0.1:64331`, with its `code`), or null while connected
+   * or when the daemon simply hung up.
+   */
+  get lastConnectionError(): Error | null {
+    return this.isDaemonConnected() ? null : this.lastSocketError;
+  }
+
   /** Our socket to the daemon is up and its handshake is done. */
   isDaemonConnected(): boolean {
     return this.state === 'connected' && this.active !== null && !this.active.dead;
@@ -416,6 +558,30 @@ export class ThinClient extends EventEmitter<EventArgs> {
   pigeonholeGeometry(): PigeonholeGeometry {
     if (!this.pigeonhole) throw new ProtocolError('no Pigeonhole geometry yet: connect() first');
     return { ...this.pigeonhole };
+  }
+
+  /**
+   * The protocol level of the daemon of the last handshake: 'current'
+   * (kpclientd v0.0.99+) when its reply envelope carries every reply kind
+   * of PROTOCOL.md §9.3, else 'pinned'; null before the first handshake.
+   * Forced by the daemonProtocol option.
+   */
+  daemonProtocol(): DaemonProtocol | null {
+    if (this.protocolSetting !== 'auto') return this.protocolSetting;
+    if (!this.daemonKinds) return null;
+    return HEAD_RESPONSE_KINDS.every((k) => this.daemonKinds!.has(k)) ? 'current' : 'pinned';
+  }
+
+  /**
+   * Whether the connected daemon serves `method` (one of the current-only
+   * methods: getDirectoryAuthorities and the voucher calls). False before
+   * the first handshake. A call the daemon does not serve fails with
+   * UnsupportedByDaemonError without sending anything.
+   */
+  supports(method: CurrentOnlyMethod): boolean {
+    const kind = METHOD_KINDS[method];
+    if (kind === undefined) throw new InvalidArgumentError('method', `one of ${Object.keys(METHOD_KINDS).join(', ')}`, describeValue(method));
+    return this.unsupported(kind, method, this.daemonKinds) === null && (this.protocolSetting !== 'auto' || this.daemonKinds !== null);
   }
 
   // -------------------------------------------------------------- lifecycle
@@ -455,8 +621,10 @@ export class ThinClient extends EventEmitter<EventArgs> {
 
   /**
    * Close the socket WITHOUT thin_close: the daemon keeps the session for its
-   * grace period, so connect() again, or a new client given this
-   * sessionToken, resumes it. Pending calls reject with OperationCancelledError.
+   * grace period (30 minutes at kpclientd v0.0.76, 10 minutes by default at
+   * v0.0.99, where it is the daemon's SessionGracePeriod setting), so
+   * connect() again, or a new client given this sessionToken, resumes it
+   * within that time. Pending calls reject with OperationCancelledError.
    * Idempotent; never throws.
    */
   disconnect(): Promise<void> {
@@ -899,6 +1067,132 @@ export class ThinClient extends EventEmitter<EventArgs> {
     );
   }
 
+  // ------------------------------------------- current daemon only (§9.3)
+  /**
+   * The directory authorities the daemon is configured with. Their
+   * identityKeyHash values are the keys of the Signatures map of the signed
+   * document from getPkiDocumentRaw, so signatures can be named.
+   * kpclientd v0.0.99+ only.
+   * @throws UnsupportedByDaemonError (a pinned daemon; nothing is sent),
+   *         DaemonError('get_directory_authorities', 10) when the daemon has none configured,
+   *         ThinClientTimeoutError, OperationCancelledError
+   */
+  async getDirectoryAuthorities(opts?: CallOptions): Promise<DirectoryAuthority[]> {
+    const kind = 'get_directory_authorities';
+    const reply = await this.localCall(kind, requestBodies.getDirectoryAuthorities(newQueryId()), 'getDirectoryAuthorities', 'query', opts);
+    throwIf(errorForGenericCode(kind, code(reply, kind)));
+    const list = reply.authorities;
+    if (list === null || list === undefined) return [];
+    if (!Array.isArray(list)) throw new ProtocolError(`${kind}_reply: authorities is not a list`);
+    return list.map((a, i) => parseAuthority(a, `${kind}_reply: authorities[${i}]`));
+  }
+
+  /**
+   * Contact Voucher, step 1 (the joiner): mint a voucher from the write cap
+   * of the channel the joiner will write on. Hand `voucher` (32 bytes) to
+   * the inductor out of band; write `voucherPayload` to box 0 of the voucher
+   * stream (voucherWriteCap, at ThinClient.firstMessageIndexOf(voucherWriteCap));
+   * keep `voucherSecretKey` secret for voucherOpen. Local to the daemon (no
+   * mixnet traffic); the daemon supplies all randomness. kpclientd v0.0.99+ only.
+   * @param messageWriteCap the joiner's 168-byte WriteCap (e.g. from newKeypair)
+   * @param displayName how the joiner wants to be known to the group (any text)
+   * @throws InvalidArgumentError, UnsupportedByDaemonError, DaemonError('voucher_mint', 3) (a malformed cap),
+   *         ThinClientTimeoutError, OperationCancelledError
+   */
+  async voucherMint(messageWriteCap: Uint8Array, displayName: string, opts?: CallOptions): Promise<VoucherMintResult> {
+    const wc = exactBytes('messageWriteCap', messageWriteCap, WRITE_CAP_LENGTH);
+    if (typeof displayName !== 'string') throw new InvalidArgumentError('displayName', 'a string', describeValue(displayName));
+    const kind = 'voucher_mint';
+    const reply = await this.localCall(kind, requestBodies.voucherMint(newQueryId(), wc, displayName), 'voucherMint', 'displayName', opts);
+    throwIf(errorForVoucherCode(kind, code(reply, kind)));
+    const k = `${kind}_reply`;
+    return {
+      voucher: requireBytes(reply, 'voucher', k),
+      voucherPayload: requireBytes(reply, 'voucher_payload', k),
+      voucherWriteCap: requireBytes(reply, 'voucher_write_cap', k),
+      voucherReadCap: requireBytes(reply, 'voucher_read_cap', k),
+      voucherSecretKey: requireBytes(reply, 'voucher_secret_key', k),
+      voucherPublicKey: requireBytes(reply, 'voucher_public_key', k),
+    };
+  }
+
+  /**
+   * Contact Voucher, step 2 (the inductor): check the payload read from box 0
+   * of the voucher stream against the voucher and its signature, and seal
+   * `whoReply` with a fresh salt for the joiner. Write `sealedReply` to box 1
+   * of the voucher stream; give `mutatedMessageReadCap` to whoever should read
+   * the joiner. kpclientd v0.0.99+ only.
+   * @param voucher the 32-byte token the joiner handed over
+   * @param voucherPayload the plaintext of voucher stream box 0
+   * @param whoReply any bytes for the joiner (may be empty), e.g. the group's read caps
+   * @throws InvalidArgumentError, UnsupportedByDaemonError, VoucherHashMismatchError (28: the payload is not
+   *         the voucher's), VoucherSignatureInvalidError (29), DaemonError('voucher_induct', 3) (a malformed payload),
+   *         ThinClientTimeoutError, OperationCancelledError
+   */
+  async voucherInduct(voucher: Uint8Array, voucherPayload: Uint8Array, whoReply: Uint8Array | string, opts?: CallOptions): Promise<VoucherInductResult> {
+    const v = exactBytes('voucher', voucher, VOUCHER_LENGTH);
+    const payload = nonEmptyBytes('voucherPayload', voucherPayload);
+    const who = payloadBytes('whoReply', whoReply, undefined, '');
+    const kind = 'voucher_induct';
+    const reply = await this.localCall(kind, requestBodies.voucherInduct(newQueryId(), v, payload, who), 'voucherInduct', 'voucherPayload', opts);
+    throwIf(errorForVoucherCode(kind, code(reply, kind)));
+    const k = `${kind}_reply`;
+    if (typeof reply.display_name !== 'string') throw new ProtocolError(`${k}: display_name is not a string`);
+    return {
+      displayName: reply.display_name,
+      mutatedMessageReadCap: requireBytes(reply, 'mutated_message_read_cap', k),
+      sealedReply: requireBytes(reply, 'sealed_reply', k),
+      voucherWriteCap: requireBytes(reply, 'voucher_write_cap', k),
+      voucherReadCap: requireBytes(reply, 'voucher_read_cap', k),
+      salt: requireBytes(reply, 'salt', k),
+    };
+  }
+
+  /**
+   * Contact Voucher, step 3 (the joiner): open the sealed reply read from box 1
+   * of the voucher stream and re-seed the joiner's write cap with the salt.
+   * Write real messages with `mutatedMessageWriteCap` from
+   * ThinClient.firstMessageIndexOf(mutatedMessageWriteCap): they land where
+   * the inductor's mutatedMessageReadCap reads. kpclientd v0.0.99+ only.
+   * @param voucherSecretKey from voucherMint (162 bytes)
+   * @param sealedReply the plaintext of voucher stream box 1
+   * @param messageWriteCap the same write cap that was given to voucherMint
+   * @throws InvalidArgumentError, UnsupportedByDaemonError, VoucherSealOpenFailedError (30: tampered, or not
+   *         sealed for this key), DaemonError('voucher_open', 3), ThinClientTimeoutError, OperationCancelledError
+   */
+  async voucherOpen(voucherSecretKey: Uint8Array, sealedReply: Uint8Array, messageWriteCap: Uint8Array, opts?: CallOptions): Promise<VoucherOpenResult> {
+    // Exact size: a shorter key makes kpclientd v0.0.99 panic in the handler, which it contains, and never answer.
+    const sk = exactBytes('voucherSecretKey', voucherSecretKey, VOUCHER_SECRET_KEY_LENGTH);
+    const sealed = nonEmptyBytes('sealedReply', sealedReply);
+    const wc = exactBytes('messageWriteCap', messageWriteCap, WRITE_CAP_LENGTH);
+    const kind = 'voucher_open';
+    const reply = await this.localCall(kind, requestBodies.voucherOpen(newQueryId(), sk, sealed, wc), 'voucherOpen', 'sealedReply', opts);
+    throwIf(errorForVoucherCode(kind, code(reply, kind)));
+    const k = `${kind}_reply`;
+    return {
+      // An empty WhoReply may come back as an empty byte string or as null.
+      whoReply: bytesOrNull(reply.who_reply) ?? Buffer.alloc(0),
+      salt: requireBytes(reply, 'salt', k),
+      mutatedMessageWriteCap: requireBytes(reply, 'mutated_message_write_cap', k),
+    };
+  }
+
+  /**
+   * The voucher stream's caps, from the voucher alone: the inductor reads
+   * box 0 with voucherReadCap before voucherInduct. The same caps as
+   * voucherMint returned to the joiner. kpclientd v0.0.99+ only.
+   * @throws InvalidArgumentError, UnsupportedByDaemonError, DaemonError('voucher_derive_stream', code),
+   *         ThinClientTimeoutError, OperationCancelledError
+   */
+  async voucherDeriveStream(voucher: Uint8Array, opts?: CallOptions): Promise<VoucherStreamCaps> {
+    const v = exactBytes('voucher', voucher, VOUCHER_LENGTH);
+    const kind = 'voucher_derive_stream';
+    const reply = await this.localCall(kind, requestBodies.voucherDeriveStream(newQueryId(), v), 'voucherDeriveStream', 'voucher', opts);
+    throwIf(errorForVoucherCode(kind, code(reply, kind)));
+    const k = `${kind}_reply`;
+    return { voucherWriteCap: requireBytes(reply, 'voucher_write_cap', k), voucherReadCap: requireBytes(reply, 'voucher_read_cap', k) };
+  }
+
   // -------------------------------------------------------------- utilities
   /** 16 random bytes for the legacy message ID. */
   newMessageId(): Buffer {
@@ -928,7 +1222,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     return this.buildFrame('send_message', body, 'payload');
   }
 
-  private buildFrame(kind: RequestKind, body: Record<string, unknown>, sizeArg: string): Buffer {
+  private buildFrame(kind: AnyRequestKind, body: Record<string, unknown>, sizeArg: string): Buffer {
     const cbor = encodeRequest(kind, body);
     if (cbor.length > this.maxFrameLength) {
       throw new InvalidArgumentError(sizeArg, `a value whose request fits the maximum frame length of ${this.maxFrameLength} bytes`, `a ${cbor.length}-byte frame`);
@@ -939,7 +1233,14 @@ export class ThinClient extends EventEmitter<EventArgs> {
   /** Legacy sends go out only while the daemon is on the mixnet (all bindings refuse otherwise). */
   private requireOnline(): void {
     this.requireUsable();
-    if (!this.mixnetConnected || !this.isDaemonConnected()) throw new ThinClientOfflineError();
+    // The daemon itself unreachable is another problem than a daemon that cannot reach the mixnet: say which.
+    if (!this.isDaemonConnected()) {
+      const e = this.lastSocketError;
+      throw new DaemonDisconnectedError(
+        `the daemon at ${describeDial(this.dial)} is not reachable${e ? `: ${e.message}` : ''}; reconnecting`,
+      );
+    }
+    if (!this.mixnetConnected) throw new ThinClientOfflineError();
   }
 
   private requireUsable(): void {
@@ -959,7 +1260,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     return true;
   }
 
-  private localCall(kind: RequestKind, body: Record<string, unknown>, op: string, sizeArg: string, opts: CallOptions = {}): Promise<Record<string, unknown>> {
+  private localCall(kind: AnyRequestKind, body: Record<string, unknown>, op: string, sizeArg: string, opts: CallOptions = {}): Promise<Record<string, unknown>> {
     return this.call(kind, body, {
       op,
       sizeArg,
@@ -973,10 +1274,16 @@ export class ThinClient extends EventEmitter<EventArgs> {
    * promise settles with the reply body; argument checks throw synchronously
    * inside the async callers, before anything is registered.
    */
-  private call(kind: RequestKind, body: Record<string, unknown>, spec: CallSpec): Promise<Record<string, unknown>> {
+  private call(kind: AnyRequestKind, body: Record<string, unknown>, spec: CallSpec): Promise<Record<string, unknown>> {
     const frame = this.buildFrame(kind, body, spec.sizeArg);
     this.requireUsable();
     if (spec.signal?.aborted) return Promise.reject(new OperationCancelledError(`${spec.op} was aborted`));
+    // A daemon that does not know the kind never sees it (a pinned one would abort, §3.1).
+    // While no connection is up the check waits for the next handshake (flushPending).
+    if (this.state === 'connected') {
+      const refused = this.unsupported(kind, spec.op, this.daemonKinds);
+      if (refused) return Promise.reject(refused);
+    }
     if (spec.arq && this.arqInFlight.has(spec.arq.key)) {
       const what = spec.arq.cancelKind === 'cancel_resending_copy_command' ? 'writeCap' : 'envelopeHash';
       return Promise.reject(new InvalidArgumentError(what, 'an operation not already in flight on this client', 'one with the same identity is still running'));
@@ -1115,7 +1422,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
    * the blocked call is always released: by the daemon's error-24 reply, or
    * here once the cancel is done (the daemon may not have dequeued it yet).
    */
-  private async cancelArq(kind: RequestKind, body: Record<string, unknown>, hash: Buffer, op: string, opts?: CallOptions): Promise<void> {
+  private async cancelArq(kind: AnyRequestKind, body: Record<string, unknown>, hash: Buffer, op: string, opts?: CallOptions): Promise<void> {
     const key = hash.toString('hex');
     const target = this.arqInFlight.get(key);
     if (target) {
@@ -1135,6 +1442,21 @@ export class ThinClient extends EventEmitter<EventArgs> {
     }
   }
 
+  /**
+   * Why the daemon whose envelope had `kinds` cannot take a `kind` request,
+   * or null when it can. Only the current-only kinds are ever refused. A Go
+   * daemon sends its whole envelope (every reply kind it knows, null but one)
+   * in every frame, so `<kind>_reply` among its keys means it knows `kind`.
+   */
+  private unsupported(kind: string, op: string, kinds: ReadonlySet<string> | null): UnsupportedByDaemonError | null {
+    if (!HEAD_KINDS.has(kind)) return null;
+    if (this.protocolSetting === 'current') return null;
+    if (this.protocolSetting === 'pinned') return new UnsupportedByDaemonError(op, kind, 'pinned', 'the daemonProtocol option says so');
+    if (!kinds || kinds.has(`${kind}_reply`)) return null;
+    const level = HEAD_RESPONSE_KINDS.some((k) => kinds.has(k)) ? 'current' : 'pinned';
+    return new UnsupportedByDaemonError(op, kind, level, `its reply envelope has ${kinds.size} keys and no ${kind}_reply`);
+  }
+
   // ====================================================== connection machinery
   private waitForConnection(): Promise<void> {
     return new Promise((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
@@ -1149,15 +1471,12 @@ export class ThinClient extends EventEmitter<EventArgs> {
 
   private openConnection(purpose: Connection['purpose']): Connection {
     const d = this.dial;
-    const socket =
-      d.kind === 'tcp'
-        ? net.connect({ host: d.host, port: d.port, family: d.network === 'tcp4' ? 4 : d.network === 'tcp6' ? 6 : 0 })
-        : net.connect({ path: unixSocketPath(d.path) });
-    if (d.kind === 'tcp') socket.setNoDelay(true);
+    const socket = this.dialSocket(d);
     const conn: Connection = {
       id: ++this.connectionCounter,
       purpose,
       socket,
+      envelopeKeys: null,
       decoder: new FrameDecoder({
         maxFrameLength: this.maxFrameLength,
         frameTimeoutMs: this.frameTimeoutMs,
@@ -1186,6 +1505,33 @@ export class ThinClient extends EventEmitter<EventArgs> {
     return conn;
   }
 
+  /**
+   * A byte stream to the daemon. WebSocket (kpclientd v0.0.99+ [Listen.Ws],
+   * §9.1): the same length-prefixed frames inside binary messages whose
+   * boundaries mean nothing, so the stream is read and written exactly like
+   * a socket; each frame is one write, hence one message.
+   */
+  private dialSocket(d: DialConfig): Duplex {
+    if (d.kind === 'ws') {
+      const ws = new WebSocket(d.url, {
+        perMessageDeflate: false,
+        handshakeTimeout: this.handshakeTimeoutMs,
+        // A message holds at least one whole frame when the daemon writes one frame per message.
+        maxPayload: Math.max(100 * 1024 * 1024, this.maxFrameLength + 4),
+      });
+      const stream = createWebSocketStream(ws);
+      // It ends when the daemon closes the WebSocket but, unlike a socket, never closes by itself.
+      stream.on('end', () => stream.destroy());
+      return stream;
+    }
+    const socket =
+      d.kind === 'tcp'
+        ? net.connect({ host: d.host, port: d.port, family: d.network === 'tcp4' ? 4 : d.network === 'tcp6' ? 6 : 0 })
+        : net.connect({ path: unixSocketPath(d.path) });
+    if (d.kind === 'tcp') socket.setNoDelay(true);
+    return socket;
+  }
+
   /** Tear a connection down; its 'close' handler decides what happens next. */
   private failConnection(conn: Connection, err: Error): void {
     if (conn.dead && conn.socket.destroyed) return;
@@ -1206,7 +1552,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     }
     for (const frame of frames) {
       if (conn.dead) return;
-      let env: { kind: string; body: Record<string, unknown> };
+      let env: { kind: string; body: Record<string, unknown>; keys: string[] };
       try {
         env = decodeEnvelope(frame, KNOWN_RESPONSE_KINDS);
       } catch (e) {
@@ -1214,6 +1560,8 @@ export class ThinClient extends EventEmitter<EventArgs> {
         this.failConnection(conn, new CborError(`undecodable frame from the daemon: ${(e as Error).message}`, { cause: e }));
         return;
       }
+      // The first frame tells which kinds this daemon knows (its full envelope).
+      conn.envelopeKeys ??= new Set(env.keys);
       try {
         this.handleFrame(conn, env.kind, env.body);
       } catch (e) {
@@ -1278,9 +1626,11 @@ export class ThinClient extends EventEmitter<EventArgs> {
     const before = this.tokenBeforeLoss;
     const now = this.daemonInstanceToken;
     const daemonRestarted = reconnecting && before !== null && now !== null && !before.equals(now);
+    this.daemonKinds = conn.envelopeKeys;
     this.active = conn;
     this.state = 'connected';
     this.reconnectAttempt = 0;
+    this.lastSocketError = null;
     if (reconnecting && (daemonRestarted || !this.sessionResumed)) this.rejectLostSurbWaiters(daemonRestarted);
     // A new daemon (or one that forgot our session) knows nothing of our ARQ
     // operations, so they are replayed; a resumed session still has them.
@@ -1305,6 +1655,11 @@ export class ThinClient extends EventEmitter<EventArgs> {
       if (p.arq) {
         if (p.cancelled) continue;
         if (p.written && !replayArq) continue;
+      }
+      const refused = this.unsupported(p.kind, p.op, conn.envelopeKeys);
+      if (refused) {
+        p.reject(refused);
+        continue;
       }
       if (!this.write(conn, p.frame)) break;
       if (p.arq && p.written) replayed++;
@@ -1352,6 +1707,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
 
   private onHandshakeFailed(conn: Connection, err: Error): void {
     this.log.debug(`connection ${conn.id}: handshake failed: ${err.message}`);
+    if (!(conn.error instanceof OperationCancelledError)) this.lastSocketError = conn.error ?? err;
     if (this.state === 'connecting' && conn.purpose === 'connect') {
       this.state = 'idle';
       this.mixnetConnected = false;
@@ -1365,6 +1721,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
 
   private onConnectionLost(conn: Connection): void {
     const err = conn.error;
+    this.lastSocketError = err;
     this.log.warn(`connection ${conn.id}: lost the daemon${conn.sawShutdown ? ' (shutdown)' : ''}${err ? `: ${err.message}` : ''}`);
     this.tokenBeforeLoss = this.daemonInstanceToken;
     // §2.6 step 2: the mixnet state is unknown until the next status event.
@@ -1605,7 +1962,7 @@ function throwIf(err: Error | null): void {
 }
 
 /** The error_code of the reply to a `requestKind` request. @throws ProtocolError when it is not an integer */
-function code(reply: Record<string, unknown>, requestKind: RequestKind): number {
+function code(reply: Record<string, unknown>, requestKind: AnyRequestKind): number {
   return intField(reply, 'error_code', replyKindOf(requestKind));
 }
 
@@ -1690,8 +2047,32 @@ function parseGeometry<T>(v: unknown, keys: readonly string[], name: string, tex
   return out as T;
 }
 
+/** One authority map of get_directory_authorities_reply (§9.3); ProtocolError naming the field when malformed. */
+function parseAuthority(v: unknown, where: string): DirectoryAuthority {
+  if (v === null || typeof v !== 'object' || Array.isArray(v) || Buffer.isBuffer(v)) throw new ProtocolError(`${where} is not a map`);
+  const a = v as Record<string, unknown>;
+  const text = (field: string): string => {
+    const t = a[field];
+    if (typeof t !== 'string') throw new ProtocolError(`${where}.${field} is not a string`);
+    return t;
+  };
+  const addresses = a.addresses ?? [];
+  if (!Array.isArray(addresses) || addresses.some((x) => typeof x !== 'string')) throw new ProtocolError(`${where}.addresses is not a list of strings`);
+  const hash = bytesOrNull(a.identity_key_hash);
+  if (!hash || hash.length !== HASH_LENGTH) throw new ProtocolError(`${where}.identity_key_hash: expected ${HASH_LENGTH} bytes, got ${describeValue(a.identity_key_hash)}`);
+  return {
+    identifier: text('identifier'),
+    pkiSignatureScheme: text('pki_signature_scheme'),
+    wireKemScheme: text('wire_kem_scheme'),
+    addresses: [...(addresses as string[])],
+    identityPublicKeyPem: text('identity_public_key_pem'),
+    linkPublicKeyPem: text('link_public_key_pem'),
+    identityKeyHash: hash,
+  };
+}
+
 /** End a socket politely, destroying it if the peer does not close in time. */
-function endSocket(socket: net.Socket): Promise<void> {
+function endSocket(socket: Duplex): Promise<void> {
   if (socket.destroyed) return Promise.resolve();
   return new Promise((resolve) => {
     const timer = setTimeout(() => socket.destroy(), SOCKET_END_GRACE_MS);

@@ -194,6 +194,34 @@ export class NotEnoughCouriersError extends KatzenpostError {
   }
 }
 
+/**
+ * The connected daemon does not know this request kind: it speaks an older
+ * protocol level (kpclientd v0.0.76, "pinned") than the method needs. Raised
+ * locally, before anything is written: a pinned daemon cannot take an
+ * unknown request kind (it goes to its mixnet dispatcher, which aborts,
+ * PROTOCOL.md §3.1), so the request is never sent and the connection and
+ * every operation in flight are unaffected.
+ */
+export class UnsupportedByDaemonError extends KatzenpostError {
+  constructor(
+    /** The library method, e.g. 'voucherMint'. */
+    readonly method: string,
+    /** The request kind it sends, e.g. 'voucher_mint'. */
+    readonly requestKind: string,
+    /** What the connected daemon speaks: 'pinned' (v0.0.76) or 'current' (v0.0.99+). */
+    readonly daemonProtocol: 'pinned' | 'current',
+    /** How that was established, e.g. "its reply envelope has 20 keys and no voucher_mint_reply". */
+    readonly evidence: string,
+  ) {
+    super(
+      'UNSUPPORTED_BY_DAEMON',
+      `${method} is not supported by the connected daemon: it speaks the ${daemonProtocol} thin-client protocol` +
+        `${daemonProtocol === 'pinned' ? ' (kpclientd v0.0.76)' : ''} (${evidence}); ${method} needs kpclientd v0.0.99 or later. ` +
+        'Nothing was sent; the connection is unaffected.',
+    );
+  }
+}
+
 /** A non-ARQ call failed with a thin-client code ("<op> failed: <string>"). */
 export class DaemonError extends KatzenpostError {
   constructor(
@@ -311,6 +339,28 @@ export class PayloadTooLargeError extends KatzenpostError {
     super('PAYLOAD_TOO_LARGE', 'payload too large', 27);
   }
 }
+
+// ------------------------------------------------------------ contact voucher (HEAD, §9.4)
+/** A Contact Voucher call failed its cryptographic check (codes 28-30). */
+export class VoucherError extends KatzenpostError {}
+/** voucherInduct: the voucher payload does not hash to the voucher (tampered or wrong payload). */
+export class VoucherHashMismatchError extends VoucherError {
+  constructor() {
+    super('VOUCHER_HASH_MISMATCH', 'voucher payload does not hash to the voucher', 28);
+  }
+}
+/** voucherInduct: the signed please-add inside the payload does not verify under its read cap. */
+export class VoucherSignatureInvalidError extends VoucherError {
+  constructor() {
+    super('VOUCHER_SIGNATURE_INVALID', 'voucher signed please-add did not verify', 29);
+  }
+}
+/** voucherOpen: the sealed reply cannot be opened with this voucher secret key (tampered, or not for this key). */
+export class VoucherSealOpenFailedError extends VoucherError {
+  constructor() {
+    super('VOUCHER_SEAL_OPEN_FAILED', 'voucher sealed reply could not be opened', 30);
+  }
+}
 export class CopyCommandFailedError extends KatzenpostError {
   constructor(
     /** The replica error (§5.2) that aborted the copy; 0 when none was reported. */
@@ -377,6 +427,26 @@ export function errorForCopyCode(code: number, replicaErrorCode = 0, failedEnvel
   if (code === 0) return null;
   if (code === 26) return new CopyCommandFailedError(replicaErrorCode, failedEnvelopeIndex);
   return errorForResendCode(code);
+}
+
+/** Codes 27-32 (§9.4), each with its own class. */
+const HEAD_CODE_ERRORS: Record<number, () => KatzenpostError> = {
+  27: () => new PayloadTooLargeError(),
+  28: () => new VoucherHashMismatchError(),
+  29: () => new VoucherSignatureInvalidError(),
+  30: () => new VoucherSealOpenFailedError(),
+  31: () => new CourierInvalidEnvelopeError(),
+  32: () => new CourierInvalidEpochError(),
+};
+
+/**
+ * Contact Voucher replies (§9.3, §9.4): 28-30 (and the other codes added
+ * with them, 27, 31, 32) are their own classes; anything else, chiefly 3
+ * (a malformed cap, key or payload), is DaemonError("<op> failed: …").
+ */
+export function errorForVoucherCode(operation: string, code: number): KatzenpostError | null {
+  if (code === 0) return null;
+  return HEAD_CODE_ERRORS[code]?.() ?? new DaemonError(operation, code);
 }
 
 /** Every other call: a non-zero code becomes "<op> failed: <message>". */

@@ -20,6 +20,13 @@ export const WRITE_CAP_LENGTH = 168;
 export const READ_CAP_LENGTH = 136;
 export const MESSAGE_BOX_INDEX_LENGTH = 104;
 export const SEED_LENGTH = 32;
+/** Contact Voucher token: BLAKE2b-256 of the voucher payload (§9.3). */
+export const VOUCHER_LENGTH = 32;
+/** VoucherSalt, which re-seeds a channel's index ratchet (§9.3). */
+export const VOUCHER_SALT_LENGTH = 32;
+/** The voucher reply keypair is a CTIDH1024-X25519 hybrid NIKE pair (hpqc voucher): these sizes. */
+export const VOUCHER_SECRET_KEY_LENGTH = 162;
+export const VOUCHER_PUBLIC_KEY_LENGTH = 160;
 /** Maximum payload per destination for the create_courier_envelopes_* calls. */
 export const MAX_COPY_PAYLOAD_LENGTH = 10 * 1024 * 1024;
 /** HEAD's frame cap (§9.1); we enforce it in both directions by default. */
@@ -54,6 +61,16 @@ export const FIXED_FIELD_LENGTHS: Readonly<Record<string, number>> = Object.free
   start_index: MESSAGE_BOX_INDEX_LENGTH,
   next_dest_index: MESSAGE_BOX_INDEX_LENGTH,
   seed: SEED_LENGTH,
+  // Contact Voucher fields (§9.3): opaque byte strings, of fixed size in every daemon that has them.
+  voucher: VOUCHER_LENGTH,
+  salt: VOUCHER_SALT_LENGTH,
+  message_write_cap: WRITE_CAP_LENGTH,
+  voucher_write_cap: WRITE_CAP_LENGTH,
+  voucher_read_cap: READ_CAP_LENGTH,
+  mutated_message_write_cap: WRITE_CAP_LENGTH,
+  mutated_message_read_cap: READ_CAP_LENGTH,
+  voucher_secret_key: VOUCHER_SECRET_KEY_LENGTH,
+  voucher_public_key: VOUCHER_PUBLIC_KEY_LENGTH,
 });
 
 /** List-valued fields whose every element is null or of one fixed size (§4.18). */
@@ -146,6 +163,49 @@ export const HEAD_RESPONSE_KINDS = [
   'voucher_open_reply',
   'voucher_derive_stream_reply',
 ] as const;
+export type HeadResponseKind = (typeof HEAD_RESPONSE_KINDS)[number];
+
+/**
+ * Request kinds only a current daemon (kpclientd v0.0.99+) knows (§9.3).
+ * Never send one to a pinned daemon: it aborts on a request kind it does
+ * not know (§3.1). Each answers with `<kind>_reply`.
+ */
+export const HEAD_REQUEST_KINDS = [
+  'get_directory_authorities',
+  'voucher_mint',
+  'voucher_induct',
+  'voucher_open',
+  'voucher_derive_stream',
+] as const;
+export type HeadRequestKind = (typeof HEAD_REQUEST_KINDS)[number];
+/** Every request kind this library can send. */
+export type AnyRequestKind = RequestKind | HeadRequestKind;
+
+/** The current daemon's request envelope, 21 keys in Go order (§9.3). */
+export const CURRENT_REQUEST_KINDS: readonly AnyRequestKind[] = [
+  ...REQUEST_KINDS.slice(0, REQUEST_KINDS.indexOf('get_pki_document') + 1),
+  'get_directory_authorities',
+  ...REQUEST_KINDS.slice(REQUEST_KINDS.indexOf('get_pki_document') + 1),
+  'voucher_mint',
+  'voucher_induct',
+  'voucher_open',
+  'voucher_derive_stream',
+];
+
+/**
+ * The current daemon's reply envelope, 25 keys in Go order (§9.3): the 20
+ * pinned ones with get_directory_authorities_reply after
+ * get_pki_document_reply and the four voucher replies at the end.
+ */
+export const CURRENT_RESPONSE_KINDS: readonly (ResponseKind | HeadResponseKind)[] = [
+  ...RESPONSE_KINDS.slice(0, RESPONSE_KINDS.indexOf('get_pki_document_reply') + 1),
+  'get_directory_authorities_reply',
+  ...RESPONSE_KINDS.slice(RESPONSE_KINDS.indexOf('get_pki_document_reply') + 1),
+  'voucher_mint_reply',
+  'voucher_induct_reply',
+  'voucher_open_reply',
+  'voucher_derive_stream_reply',
+];
 
 // ---------------------------------------------------------- geometries (§6.8)
 export interface SphinxGeometry {
@@ -494,20 +554,27 @@ export class FrameDecoder {
 
 // ---------------------------------------------------------- envelopes (§1.3)
 /** A client request as the Python binding writes it: a map with the one relevant key. */
-export function encodeRequest(kind: RequestKind, body: Record<string, unknown>): Buffer {
+export function encodeRequest(kind: AnyRequestKind, body: Record<string, unknown>): Buffer {
   return encodeCbor({ [kind]: body });
 }
 
-/** A daemon response as the Go daemon writes it: all 20 keys, every one but `kind` null. */
-export function encodeResponse(kind: ResponseKind, body: Record<string, unknown>): Buffer {
+/**
+ * A daemon response as the Go daemon writes it: every key of its envelope
+ * (`kinds`: the pinned 20 by default, CURRENT_RESPONSE_KINDS for 25), every
+ * one but `kind` null.
+ */
+export function encodeResponse(kind: string, body: Record<string, unknown>, kinds: readonly string[] = RESPONSE_KINDS): Buffer {
+  if (!kinds.includes(kind)) throw new RangeError(`${kind} is not a key of this envelope`);
   const envelope: Record<string, unknown> = {};
-  for (const k of RESPONSE_KINDS) envelope[k] = k === kind ? body : null;
+  for (const k of kinds) envelope[k] = k === kind ? body : null;
   return encodeCbor(envelope);
 }
 
 export interface DecodedEnvelope {
   kind: string;
   body: any;
+  /** Every top-level key of the envelope, null members included: a full Go envelope tells which kinds its sender knows. */
+  keys: string[];
 }
 
 /**
@@ -521,19 +588,28 @@ export function decodeEnvelope(data: Uint8Array, known: readonly string[]): Deco
   if (v === null || typeof v !== 'object' || Array.isArray(v) || Buffer.isBuffer(v) || v instanceof Map) {
     throw new TypeError('frame is not a CBOR map with text keys');
   }
-  let unknown: DecodedEnvelope | null = null;
+  const keys = Object.keys(v);
+  let unknown: { kind: string; body: any } | null = null;
   for (const [k, body] of Object.entries(v)) {
     if (body === null || body === undefined) continue;
     if (known.includes(k)) {
       if (typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body)) {
         throw new TypeError(`member ${k} is not a map`);
       }
-      return { kind: k, body: ownBytes(body, data) };
+      return { kind: k, body: ownBytes(body, data), keys };
     }
     unknown ??= { kind: k, body };
   }
-  if (unknown) return { kind: unknown.kind, body: ownBytes(unknown.body, data) };
-  throw new TypeError('envelope has no non-null member');
+  if (unknown) return { kind: unknown.kind, body: ownBytes(unknown.body, data), keys };
+  throw new EmptyEnvelopeError();
+}
+
+/** An envelope with no non-null member at all (§3.1: fatal to a pinned daemon, dropped by a current one). */
+export class EmptyEnvelopeError extends TypeError {
+  constructor() {
+    super('envelope has no non-null member');
+    this.name = 'EmptyEnvelopeError';
+  }
 }
 
 /**
@@ -647,6 +723,26 @@ export const requestBodies = {
     if (buffer && buffer.length > 0) body.buffer = buffer; // Python omits the key when None
     return body;
   },
+  // ---- current daemon only (§9.3): query_id first, then the fields in Go order.
+  getDirectoryAuthorities: (queryId: Bytes) => ({ query_id: queryId }),
+  voucherMint: (queryId: Bytes, messageWriteCap: Bytes, displayName: string) => ({
+    query_id: queryId,
+    message_write_cap: messageWriteCap,
+    display_name: displayName,
+  }),
+  voucherInduct: (queryId: Bytes, voucher: Bytes, voucherPayload: Bytes, whoReply: Bytes) => ({
+    query_id: queryId,
+    voucher,
+    voucher_payload: voucherPayload,
+    who_reply: whoReply,
+  }),
+  voucherOpen: (queryId: Bytes, voucherSecretKey: Bytes, sealedReply: Bytes, messageWriteCap: Bytes) => ({
+    query_id: queryId,
+    voucher_secret_key: voucherSecretKey,
+    sealed_reply: sealedReply,
+    message_write_cap: messageWriteCap,
+  }),
+  voucherDeriveStream: (queryId: Bytes, voucher: Bytes) => ({ query_id: queryId, voucher }),
   createCourierEnvelopesFromTombstoneRange: (
     queryId: Bytes,
     destWriteCap: Bytes,

@@ -4,6 +4,7 @@
  * with fault commands on stdin and SIGHUP = restart.
  */
 import { createInterface } from 'node:readline';
+import { PROTOCOL_LEVELS, type ProtocolLevel } from './current';
 import { startEmulator, type Emulator, type EmulatorOptions } from './server';
 import { LATENCY_MODES, type LatencyMode } from './timing';
 
@@ -17,13 +18,19 @@ in this process's memory. Never use it for anything that needs privacy.
 Options:
   --listen ADDR          TCP address to listen on (default 127.0.0.1:64331; port 0 = any free port)
   --unix PATH            listen on a Unix socket instead (PATH, or @name for an abstract socket)
+  --ws ADDR              also listen for WebSocket clients, as kpclientd v0.0.99 [Listen.Ws]
+                         (ws://127.0.0.1:64332; port 0 = any free port)
+  --protocol LEVEL       pinned | current (default pinned: kpclientd v0.0.76; current = v0.0.99:
+                         25-key replies, directory authorities, Contact Vouchers, the v0.0.99
+                         PKI document and geometry, 10-minute grace period, unknown requests dropped)
   --latency MODE         instant | fast | realistic (default fast: a few milliseconds)
   --realistic            same as --latency realistic (mixnet-like round trips, 5 s copy polls)
   --instant              same as --latency instant (no delays at all)
   --epoch-period SECONDS mixnet epoch length; a new PKI document is broadcast each epoch (default 1200)
   --couriers N           service nodes, each offering courier, echo and testdest (default 3, at least 2)
   --replicas N           storage replicas in the PKI document (default 5)
-  --grace-period SECONDS how long a disconnected client's session can be resumed (default 1800)
+  --grace-period SECONDS how long a disconnected client's session can be resumed
+                         (default 1800; 600 with --protocol current)
   --max-send-queue BYTES drop a client whose unread replies exceed this (default 67108864)
   --frame-timeout SECONDS
                          close a client whose request frame is still incomplete this long
@@ -32,6 +39,16 @@ Options:
                          partial request frames (at their declared length); past it the
                          client holding the most is dropped (default 268435456)
   --offline              start with the mixnet unreachable (connection status is_connected=false)
+  --courier-patience SECONDS
+                         how long the courier keeps trying to read a temp-stream box that is not
+                         written yet before it fails the copy (default 91, as the real courier,
+                         in every latency mode; shorten it only to test that failure)
+  --no-pki               start without a PKI document, as a daemon that has not fetched one yet:
+                         handshakes carry a null document and requests that need one fail
+                         (error 4) until the "pki" command publishes it
+  --pki-delay SECONDS    a delayed first PKI document: it arrives SECONDS after start, and until
+                         then each new connection's handshake waits for it (at most 30 s, then a
+                         null document), as a current kpclientd does
   --verbose, -v          log every connection and request (capabilities are never logged)
   --help, -h             show this help and exit
 
@@ -43,6 +60,11 @@ Commands on standard input (one per line):
   oversize               send an over-size (> 40 MiB) length prefix to every client, then close
   stall MS               hold every outgoing frame for MS milliseconds
   epoch                  advance to the next epoch now (broadcasts a new PKI document)
+  no-pki                 forget the PKI document: handshakes carry a null document, requests that
+                         need one fail, until "pki"
+  pki-delay SECONDS      forget the PKI document and get it back SECONDS from now; new handshakes
+                         wait for it meanwhile (at most 30 s)
+  pki                    publish the PKI document now (to every client; held handshakes complete)
   status                 print the address, instance token, epoch, connectivity and connections
   shutdown               send shutdown_event to every client and exit
   help                   list these commands
@@ -50,7 +72,7 @@ Commands on standard input (one per line):
 Signals: SIGHUP = restart (state kept); SIGINT / SIGTERM = graceful shutdown.
 `;
 
-const COMMANDS = `commands: restart [--fresh] | offline | online | malformed | oversize | stall MS | epoch | status | shutdown | help`;
+const COMMANDS = `commands: restart [--fresh] | offline | online | malformed | oversize | stall MS | epoch | no-pki | pki-delay SECONDS | pki | status | shutdown | help`;
 
 interface Parsed {
   options: EmulatorOptions;
@@ -66,6 +88,12 @@ function fail(message: string): never {
 function positiveNumber(flag: string, v: string | undefined): number {
   const n = Number(v);
   if (v === undefined || !Number.isFinite(n) || n <= 0) fail(`${flag} needs a positive number`);
+  return n;
+}
+
+function nonNegativeNumber(flag: string, v: string | undefined): number {
+  const n = Number(v);
+  if (v === undefined || v === '' || !Number.isFinite(n) || n < 0) fail(`${flag} needs a non-negative number`);
   return n;
 }
 
@@ -106,6 +134,15 @@ export function parseArgs(argv: string[]): Parsed {
         options.listen = take() ?? fail('--unix needs a path');
         if (!options.listen.startsWith('@') && !options.listen.includes('/')) options.listen = `./${options.listen}`;
         break;
+      case '--ws':
+        options.wsListen = take() ?? fail('--ws needs an address');
+        break;
+      case '--protocol': {
+        const level = take() as ProtocolLevel;
+        if (!PROTOCOL_LEVELS.includes(level)) fail(`--protocol must be one of ${PROTOCOL_LEVELS.join(', ')}`);
+        options.protocol = level;
+        break;
+      }
       case '--latency': {
         const mode = take() as LatencyMode;
         if (!LATENCY_MODES.includes(mode)) fail(`--latency must be one of ${LATENCY_MODES.join(', ')}`);
@@ -142,6 +179,15 @@ export function parseArgs(argv: string[]): Parsed {
       case '--offline':
         options.online = false;
         break;
+      case '--courier-patience':
+        options.courierPatienceMs = nonNegativeNumber(arg, take()) * 1000;
+        break;
+      case '--no-pki':
+        options.noPkiDocument = true;
+        break;
+      case '--pki-delay':
+        options.pkiDocumentDelayMs = nonNegativeNumber(arg, take()) * 1000;
+        break;
       case '--verbose':
       case '-v':
         verbose = true;
@@ -161,8 +207,9 @@ function banner(emu: Emulator): string {
     ' It provides NO anonymity and runs NO real mixnet. Everything stays in this',
     ' process. Use it for tests and demos only, never for private messages.',
     line,
-    `listening on ${emu.address}  (latency ${emu.latency}, epoch ${emu.epoch}, mixnet ${emu.isOnline() ? 'online' : 'offline'})`,
+    `listening on ${emu.address}${emu.wsAddress ? ` and ${emu.wsAddress}` : ''}  (protocol ${emu.protocol}, latency ${emu.latency}, epoch ${emu.epoch}, mixnet ${emu.isOnline() ? 'online' : 'offline'}${emu.hasPkiDocument() ? '' : ', no PKI document yet'})`,
     `instance token ${emu.instanceToken.toString('hex')}`,
+    ...(emu.wsAddress ? [`WebSocket clients: [Dial.Ws] Address = "${emu.wsAddress}"`] : []),
     `clients: dial ${emu.address} (thinclient.toml: [Dial.${emu.address.includes('/') || emu.address.startsWith('@') ? 'Unix' : 'Tcp'}] Address = "${emu.address}")`,
     `type "help" for fault commands; Ctrl-C stops`,
   ].join('\n');
@@ -230,10 +277,23 @@ async function main(): Promise<void> {
       case 'epoch':
         emu.advanceEpoch();
         return say(`epoch ${emu.epoch}`);
+      case 'no-pki':
+        emu.withholdPkiDocument();
+        return say('PKI document withheld: handshakes carry a null document until "pki"');
+      case 'pki-delay': {
+        const seconds = Number(args[0]);
+        if (args[0] === undefined || !Number.isFinite(seconds) || seconds < 0) return say('usage: pki-delay SECONDS');
+        emu.delayPkiDocument(seconds * 1000);
+        return say(`PKI document delayed by ${seconds} s; new handshakes wait for it`);
+      }
+      case 'pki':
+        if (emu.hasPkiDocument()) return say(`PKI document already present (epoch ${emu.epoch})`);
+        emu.publishPkiDocument();
+        return say(`PKI document published (epoch ${emu.epoch})`);
       case 'status':
         return say(
           `address ${emu.address}, instance token ${emu.instanceToken.toString('hex')}, epoch ${emu.epoch}, ` +
-            `mixnet ${emu.isOnline() ? 'online' : 'offline'}, ${emu.connectionCount()} connection(s)`,
+            `mixnet ${emu.isOnline() ? 'online' : 'offline'}, PKI document ${emu.hasPkiDocument() ? 'present' : 'absent'}, ${emu.connectionCount()} connection(s)`,
         );
       case 'shutdown':
       case 'quit':

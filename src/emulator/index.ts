@@ -15,8 +15,10 @@ export {
   MAX_QUEUED_RESPONSES,
   COPY_VERDICT_TTL_MS,
   SHUTDOWN_PAUSE_MS,
+  HANDSHAKE_PKI_WAIT_MS,
   type Emulator,
   type EmulatorOptions,
 } from './server';
-export { LATENCY_MODES, type LatencyMode } from './timing';
+export { COURIER_PATIENCE_MS, LATENCY_MODES, type LatencyMode } from './timing';
 export { DEFAULT_EPOCH_PERIOD_MS, EPOCH_BASE_MS, epochAt } from './pki';
+export { CURRENT_PIGEONHOLE_GEOMETRY, DROPPED_DOCUMENT_FIELDS, PROTOCOL_LEVELS, type ProtocolLevel } from './current';

@@ -99,6 +99,32 @@ export function encryptWrite(ctx: LocalContext, b: RequestBody): Body {
   return encryptReply(b, env);
 }
 
+// ------------------------------------------------------------------ without a PKI document
+/** Local requests that need the PKI document (replica keys, for the envelopes): error 4 while the daemon has none. */
+export const NEEDS_PKI_DOCUMENT: ReadonlySet<string> = new Set([
+  'encrypt_read',
+  'encrypt_write',
+  'create_courier_envelopes_from_payload',
+  'create_courier_envelopes_from_multi_payload',
+  'create_courier_envelopes_from_tombstone_range',
+]);
+
+/** The reply to one of NEEDS_PKI_DOCUMENT while the daemon has no document. */
+export function noPkiDocumentReply(kind: string, b: RequestBody): Body {
+  const code = ErrorCode.InternalError;
+  switch (kind) {
+    case 'encrypt_read':
+    case 'encrypt_write':
+      return encryptFailure(b, code);
+    case 'create_courier_envelopes_from_payload':
+      return { query_id: b.query_id, envelopes: null, next_dest_index: null, error_code: code };
+    case 'create_courier_envelopes_from_multi_payload':
+      return { query_id: b.query_id, envelopes: null, buffer: null, next_dest_indices: null, error_code: code };
+    default:
+      return { query_id: b.query_id, envelopes: null, buffer: null, next_dest_index: null, error_code: code };
+  }
+}
+
 // ------------------------------------------------------------------ copy streams
 /** Records for one destination: the payload cut into copyChunk pieces, one envelope per consecutive box. */
 function destinationRecords(ctx: LocalContext, payload: Buffer, writeCap: Buffer, start: Buffer): { records: Buffer[]; next: Buffer } {

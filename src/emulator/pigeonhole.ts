@@ -99,6 +99,16 @@ export function nextIndex(idx: Uint8Array): Buffer {
   return indexFromState(counter, hkdf(p.state, 'bacap-index', 'next state'));
 }
 
+/**
+ * The index re-seeded by `ctx` (a VoucherSalt): same counter, a state mixed
+ * with ctx under its own label, keys derived from it, so it starts a fresh
+ * box sequence nobody finds without ctx (like BACAP's MutateKDFState).
+ */
+export function mutateIndex(idx: Uint8Array, ctx: Uint8Array): Buffer {
+  const p = parseIndex(idx);
+  return indexFromState(p.counter, hkdf(p.state, ctx, 'bacap mutate kdf state'));
+}
+
 export function indexCounter(idx: Uint8Array): bigint {
   return parseIndex(idx).counter;
 }

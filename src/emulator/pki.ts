@@ -324,13 +324,6 @@ export function buildDocument(net: Network, epoch: number, epochPeriodMs: number
       Addresses: { tcp: [r.address] },
     } as Record<string, CborItem>;
   });
-  const commit = new Map<CborItem, CborItem>();
-  const reveal = new Map<CborItem, CborItem>();
-  for (const a of net.authorities) {
-    const id = blake2b256(a.key.publicRaw);
-    commit.set(id, epochKey(id, 'srv-commit', epoch));
-    reveal.set(id, epochKey(id, 'srv-reveal', epoch));
-  }
   return {
     Epoch: epoch,
     GenesisEpoch: net.genesisEpoch,
@@ -356,8 +349,10 @@ export function buildDocument(net: Network, epoch: number, epochPeriodMs: number
     ConfiguredReplicaIDs: Buffer.from(net.replicas.map((r) => r.replicaId)),
     ConfiguredReplicaIdentityKeys: net.replicas.map((r) => r.identityKey),
     ReplicaEnvelopeKeys: replicaEnvelopeKeys,
-    SharedRandomCommit: commit,
-    SharedRandomReveal: reveal,
+    // A consensus carries no commits or reveals: those travel in the authorities' votes and
+    // certificates only (null in every document recorded from kpclientd v0.0.99).
+    SharedRandomCommit: null,
+    SharedRandomReveal: null,
     SharedRandomValue: epochKey(Buffer.from('srv'), 'value', epoch),
     PriorSharedRandom: [epochKey(Buffer.from('srv'), 'value', epoch - 1)],
     SphinxGeometryHash: blake2b256(encodeCanonical(geometryMap(sphinx, SPHINX_GEOMETRY_KEYS))),
@@ -394,8 +389,14 @@ export interface EpochDocument {
   signed: Buffer;
 }
 
-export function makeEpochDocument(net: Network, epoch: number, epochPeriodMs: number, sphinx: SphinxGeometry): EpochDocument {
+/**
+ * `dropFields`: document fields this protocol level no longer has (the
+ * current daemon dropped SendRatePerMinute, MuMaxDelay, LambdaD, every
+ * Lambda*MaxDelay and ReplicaEnvelopeKeys, PROTOCOL.md §9.5).
+ */
+export function makeEpochDocument(net: Network, epoch: number, epochPeriodMs: number, sphinx: SphinxGeometry, dropFields: readonly string[] = []): EpochDocument {
   const doc = buildDocument(net, epoch, epochPeriodMs, sphinx);
+  for (const f of dropFields) delete doc[f];
   return {
     epoch,
     canonical: encodeCanonical(doc),

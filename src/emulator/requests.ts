@@ -6,9 +6,9 @@
  */
 import {
   decodeEnvelope,
+  EmptyEnvelopeError,
   MESSAGE_BOX_INDEX_LENGTH,
   READ_CAP_LENGTH,
-  REQUEST_KINDS,
   WRITE_CAP_LENGTH,
   type RequestKind,
 } from '../client/wire';
@@ -17,9 +17,21 @@ export class RequestDecodeError extends Error {
   override name = 'RequestDecodeError';
 }
 
-type FieldType = 'bytes' | 'id16' | 'id32' | 'wcap' | 'rcap' | 'index' | 'bool' | 'uint' | 'destinations';
+/**
+ * No known non-null member: a kind this protocol level does not know, or an
+ * all-null envelope. Fatal to a pinned daemon (§3.1), dropped by a current
+ * one (§9.2): the caller decides.
+ */
+export class UnknownRequestError extends RequestDecodeError {
+  override name = 'UnknownRequestError';
+}
 
-const SCHEMAS: Record<RequestKind, Record<string, FieldType>> = {
+export type FieldType = 'bytes' | 'id16' | 'id32' | 'wcap' | 'rcap' | 'index' | 'bool' | 'uint' | 'text' | 'destinations';
+
+/** Field types of every request kind one protocol level knows. */
+export type RequestSchemas = Readonly<Record<string, Readonly<Record<string, FieldType>>>>;
+
+export const PINNED_SCHEMAS: Record<RequestKind, Record<string, FieldType>> = {
   session_token: { client_instance_token: 'id16' },
   thin_close: {},
   send_message: { id: 'id16', with_surb: 'bool', surbid: 'id16', destination_id_hash: 'id32', recipient_queue_id: 'bytes', payload: 'bytes' },
@@ -77,7 +89,7 @@ export interface Destination {
 export type RequestBody = Record<string, any>;
 
 export interface DecodedRequest {
-  kind: RequestKind;
+  kind: string;
   body: RequestBody;
 }
 
@@ -98,12 +110,16 @@ function convert(kind: string, field: string, type: FieldType, v: unknown): unkn
   if (v === null || v === undefined) {
     if (type === 'bool') return false;
     if (type === 'uint') return 0;
+    if (type === 'text') return '';
     return null;
   }
   const where = `${kind}.${field}`;
   switch (type) {
     case 'bool':
       if (typeof v !== 'boolean') throw new RequestDecodeError(`${where}: expected a boolean`);
+      return v;
+    case 'text':
+      if (typeof v !== 'string') throw new RequestDecodeError(`${where}: expected a text string`);
       return v;
     case 'uint':
       if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
@@ -141,21 +157,27 @@ function convertMap(kind: string, schema: Record<string, FieldType>, raw: Record
   return out;
 }
 
-/** Decode one request frame body; throws RequestDecodeError for anything the daemon would not accept. */
-export function decodeRequest(frame: Uint8Array): DecodedRequest {
+/**
+ * Decode one request frame body against the kinds of one protocol level
+ * (the pinned ones by default); throws RequestDecodeError for anything the
+ * daemon would not accept, UnknownRequestError when no member is known.
+ */
+export function decodeRequest(frame: Uint8Array, schemas: RequestSchemas = PINNED_SCHEMAS): DecodedRequest {
+  const kinds = Object.keys(schemas);
   let env;
   try {
-    env = decodeEnvelope(frame, REQUEST_KINDS);
+    env = decodeEnvelope(frame, kinds);
   } catch (e) {
+    if (e instanceof EmptyEnvelopeError) throw new UnknownRequestError('request with no non-null member');
     throw new RequestDecodeError(`undecodable request: ${(e as Error).message}`);
   }
-  if (!(REQUEST_KINDS as readonly string[]).includes(env.kind)) {
-    throw new RequestDecodeError(`unknown request kind "${env.kind}"`);
+  if (!Object.hasOwn(schemas, env.kind)) {
+    throw new UnknownRequestError(`unknown request kind "${env.kind}"`);
   }
-  const kind = env.kind as RequestKind;
+  const kind = env.kind;
   const body = env.body;
   if (body === null || typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body) || body instanceof Map) {
     throw new RequestDecodeError(`${kind}: body is not a map`);
   }
-  return { kind, body: convertMap(kind, SCHEMAS[kind], body as Record<string, unknown>) };
+  return { kind, body: convertMap(kind, schemas[kind], body as Record<string, unknown>) };
 }

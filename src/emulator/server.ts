@@ -11,13 +11,13 @@ import { randomBytes, randomInt } from 'node:crypto';
 import { existsSync, lstatSync, unlinkSync } from 'node:fs';
 import * as net from 'node:net';
 import { resolve as resolvePath } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { setTimeout as sleepTimer } from 'node:timers/promises';
 import type { DialConfig } from '../client/config';
 import {
   APP_ID_LENGTH,
   DEFAULT_FRAME_TIMEOUT_MS,
   DEFAULT_MAX_FRAME_LENGTH,
-  DEFAULT_PIGEONHOLE_GEOMETRY,
   DEFAULT_SPHINX_GEOMETRY,
   encodeFrame,
   encodeResponse,
@@ -28,6 +28,7 @@ import {
   type ResponseKind,
   type SphinxGeometry,
 } from '../client/wire';
+import { handleCurrentRequest, profileFor, type ProtocolLevel, type ProtocolProfile } from './current';
 import * as local from './local';
 import {
   BoxStore,
@@ -57,13 +58,27 @@ import {
   type EpochDocument,
   type Network,
 } from './pki';
-import { decodeRequest, RequestDecodeError, type RequestBody } from './requests';
-import { createTiming, LATENCY_MODES, type LatencyMode, type Timing } from './timing';
+import { decodeRequest, RequestDecodeError, UnknownRequestError, type RequestBody } from './requests';
+import { COURIER_PATIENCE_MS, createTiming, LATENCY_MODES, type LatencyMode, type Timing } from './timing';
+import { listenWebSocket, type WebSocketListener } from './websocket';
 
 // ------------------------------------------------------------------ public types
 export interface EmulatorOptions {
   /** "127.0.0.1:64331" (default), "127.0.0.1:0" for an ephemeral port, "/tmp/x.sock" or "@name" for a Unix socket. */
   listen?: string | DialConfig;
+  /**
+   * Also listen for WebSocket clients, as kpclientd v0.0.99 [Listen.Ws]
+   * ("ws://127.0.0.1:0" for an ephemeral port; see `wsAddress`). Default: none.
+   */
+  wsListen?: string;
+  /**
+   * The thin-client protocol spoken: 'pinned' (default; kpclientd v0.0.76,
+   * PROTOCOL.md §1-8) or 'current' (kpclientd v0.0.99, §9: 25-key reply
+   * envelope, directory authorities, Contact Vouchers, the v0.0.99 PKI
+   * document and Pigeonhole geometry, 10-minute grace period, unknown
+   * requests dropped instead of fatal).
+   */
+  protocol?: ProtocolLevel;
   /** Default 'fast' (a few ms); 'realistic' = mixnet-like round trips and ARQ timing. */
   latency?: LatencyMode;
   /** Mixnet epoch length; each new epoch broadcasts new_pki_document_event. Default 20 min. */
@@ -74,7 +89,7 @@ export interface EmulatorOptions {
   couriers?: number;
   /** Storage replicas, default 5. */
   replicas?: number;
-  /** How long a disconnected session is kept for resumption. Default 30 min. */
+  /** How long a disconnected session is kept for resumption. Default 30 min (pinned), 10 min (current). */
   sessionGracePeriodMs?: number;
   /** Per-connection bound on bytes waiting to be written; a client that stops reading is dropped. Default 64 MiB. */
   maxSendQueueBytes?: number;
@@ -89,6 +104,27 @@ export interface EmulatorOptions {
    * the most is dropped. Default 256 MiB.
    */
   maxBufferedBytes?: number;
+  /**
+   * How long the courier keeps trying to read a temp-stream box that is not
+   * written (yet) before it fails the copy with replica code 1. Default
+   * COURIER_PATIENCE_MS (91 s, as the real courier) in every latency mode;
+   * shorten it only to test that failure.
+   */
+  courierPatienceMs?: number;
+  /**
+   * Start without a PKI document, as a daemon that has not fetched one yet
+   * (the pinned kpclientd): the handshake carries a null document and
+   * requests that need one fail (error 4; get_pki_document 10) until
+   * publishPkiDocument(). Default false.
+   */
+  noPkiDocument?: boolean;
+  /**
+   * A delayed first PKI document: the daemon gets its first document this
+   * long after start and, as HEAD kpclientd does (PROTOCOL.md §9.2), holds a
+   * new connection's handshake until it has one (at most 30 s, then it sends
+   * a null document). Default: a document from the start.
+   */
+  pkiDocumentDelayMs?: number;
   /** Log sink (never receives capabilities). Default: silent. */
   log?: (line: string) => void;
 }
@@ -96,6 +132,10 @@ export interface EmulatorOptions {
 export interface Emulator {
   /** "127.0.0.1:54321", "/path.sock" or "@name": usable as the ThinClient `dial` option as is. */
   readonly address: string;
+  /** "ws://127.0.0.1:54322" when started with wsListen, else null. */
+  readonly wsAddress: string | null;
+  /** The protocol level spoken ('pinned' or 'current'). */
+  readonly protocol: ProtocolLevel;
   readonly instanceToken: Buffer;
   /** The epoch the emulated daemon considers current. */
   readonly epoch: number;
@@ -109,6 +149,17 @@ export interface Emulator {
   injectOversizeLengthPrefix(): void;
   stallReplies(ms: number): void;
   connectionCount(): number;
+  /** Whether the emulated daemon has a PKI document (see noPkiDocument, pkiDocumentDelayMs). */
+  hasPkiDocument(): boolean;
+  /** Fault: forget the PKI document; handshakes carry a null document until publishPkiDocument(). */
+  withholdPkiDocument(): void;
+  /**
+   * Fault: forget the PKI document and get it back `ms` from now; meanwhile
+   * new handshakes wait for it (at most 30 s, then a null document), as HEAD kpclientd.
+   */
+  delayPkiDocument(ms: number): void;
+  /** The daemon receives its PKI document now: broadcast to every client, held handshakes complete. No-op if it has one. */
+  publishPkiDocument(): void;
   /** Couriers of the PKI document (identity hash + queue ID), as clients derive them. */
   couriers(): { identityHash: Buffer; queueId: Buffer }[];
 }
@@ -123,6 +174,8 @@ export const MAX_QUEUED_RESPONSES = 1000;
 export const COPY_VERDICT_TTL_MS = 30 * 60 * 1000;
 /** Pause between shutdown_event and closing the socket (§10.2). */
 export const SHUTDOWN_PAUSE_MS = 200;
+/** How long HEAD kpclientd holds a new connection's handshake while it has no PKI document (PROTOCOL.md §9.2). */
+export const HANDSHAKE_PKI_WAIT_MS = 30_000;
 const DOCUMENT_HISTORY = 5;
 
 // ------------------------------------------------------------------ addresses
@@ -131,9 +184,11 @@ type ListenAddress = { kind: 'tcp'; host: string; port: number } | { kind: 'unix
 export function parseListenAddress(listen: string | DialConfig): ListenAddress {
   if (typeof listen !== 'string') {
     if (listen.kind === 'unix') return { kind: 'unix', path: listen.path };
+    if (listen.kind === 'ws') throw new RangeError('listen: a WebSocket listener is the wsListen option');
     return { kind: 'tcp', host: listen.host, port: listen.port };
   }
   let s = listen.trim();
+  if (/^wss?:/i.test(s)) throw new RangeError(`listen address "${listen}": a WebSocket listener is the wsListen option`);
   if (s.startsWith('unix:')) s = s.slice(5);
   else {
     const m = /^\[([^\]]+)\]:(\d+)$/.exec(s) ?? /^([^:/@\s]*):(\d+)$/.exec(s);
@@ -213,9 +268,6 @@ function newMixnet(): Mixnet {
   return { store: new BoxStore(), copyVerdicts: new Map(), copyJobs: new Map(), abort: new AbortController() };
 }
 
-function frameOf(kind: ResponseKind, body: Record<string, unknown>): Buffer {
-  return encodeFrame(encodeResponse(kind, body));
-}
 
 function isAbort(e: unknown): boolean {
   return (e as { name?: string })?.name === 'AbortError';
@@ -262,7 +314,7 @@ class Connection {
 
   constructor(
     private readonly emu: EmulatorServer,
-    readonly socket: net.Socket,
+    readonly socket: Duplex,
     session: Session,
     framing: { maxFrameLength: number; frameTimeoutMs: number },
   ) {
@@ -384,7 +436,8 @@ export class EmulatorServer implements Emulator {
   private readonly graceMs: number;
   private readonly framing: { maxFrameLength: number; frameTimeoutMs: number };
   private readonly sphinx: SphinxGeometry = DEFAULT_SPHINX_GEOMETRY;
-  private readonly pigeonhole: PigeonholeGeometry = DEFAULT_PIGEONHOLE_GEOMETRY;
+  private readonly profile: ProtocolProfile;
+  private readonly pigeonhole: PigeonholeGeometry;
   private readonly g: BoxGeometry;
   private readonly logSink: (line: string) => void;
   private readonly network: Network;
@@ -394,6 +447,8 @@ export class EmulatorServer implements Emulator {
 
   private server: net.Server | null = null;
   private boundAddress = '';
+  private wsListener: WebSocketListener | null = null;
+  private readonly wsListen: string | null;
   private token: Buffer = randomBytes(INSTANCE_TOKEN_LENGTH);
   private online: boolean;
   private onlineWaiters = new Set<() => void>();
@@ -408,6 +463,16 @@ export class EmulatorServer implements Emulator {
   private epochTimer: NodeJS.Timeout | null = null;
   private readonly faultTimers = new Set<NodeJS.Timeout>();
   private stopped = false;
+  private readonly courierPatienceMs: number;
+  /** The daemon has a PKI document (false: handshakes carry null, mixnet requests fail with 4). */
+  private documentPresent = true;
+  /** While the document is delayed: new handshakes wait for it (HEAD), instead of carrying null. */
+  private holdHandshakes = false;
+  private documentTimer: NodeJS.Timeout | null = null;
+  /** Connections whose handshake frames 1 and 2 wait for the document, with their give-up timers. */
+  private readonly awaitingDocument = new Map<Connection, NodeJS.Timeout>();
+  /** pkiDocumentDelayMs, armed when the listener starts. */
+  private pendingDocumentDelayMs: number | null;
 
   constructor(options: EmulatorOptions = {}) {
     const latency = options.latency ?? 'fast';
@@ -420,7 +485,10 @@ export class EmulatorServer implements Emulator {
     if (!(this.epochPeriodMs >= 100)) throw new RangeError('epochPeriodMs must be at least 100');
     this.latency = latency;
     this.timing = createTiming(latency);
-    this.graceMs = options.sessionGracePeriodMs ?? DEFAULT_GRACE_PERIOD_MS;
+    this.profile = profileFor(options.protocol);
+    this.pigeonhole = this.profile.pigeonhole;
+    this.wsListen = options.wsListen ?? null;
+    this.graceMs = options.sessionGracePeriodMs ?? this.profile.gracePeriodMs;
     this.maxSendQueueBytes = options.maxSendQueueBytes ?? DEFAULT_MAX_SEND_QUEUE_BYTES;
     this.maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
     if (!(this.maxBufferedBytes > 0)) throw new RangeError('maxBufferedBytes must be a positive number');
@@ -428,6 +496,13 @@ export class EmulatorServer implements Emulator {
     if (!(frameTimeoutMs > 0 && Number.isFinite(frameTimeoutMs))) throw new RangeError('frameTimeoutMs must be a positive number');
     this.framing = { maxFrameLength: options.maxFrameLength ?? DEFAULT_MAX_FRAME_LENGTH, frameTimeoutMs };
     this.online = options.online ?? true;
+    this.courierPatienceMs = options.courierPatienceMs ?? COURIER_PATIENCE_MS;
+    if (!(this.courierPatienceMs >= 0 && Number.isFinite(this.courierPatienceMs))) throw new RangeError('courierPatienceMs must be a non-negative number');
+    if (options.pkiDocumentDelayMs !== undefined && !(options.pkiDocumentDelayMs >= 0 && Number.isFinite(options.pkiDocumentDelayMs))) {
+      throw new RangeError('pkiDocumentDelayMs must be a non-negative number');
+    }
+    this.pendingDocumentDelayMs = options.pkiDocumentDelayMs ?? null;
+    this.documentPresent = !options.noPkiDocument && this.pendingDocumentDelayMs === null;
     this.logSink = options.log ?? (() => {});
     this.listenAddress = parseListenAddress(options.listen ?? DEFAULT_LISTEN);
     this.g = boxGeometry(this.pigeonhole);
@@ -439,6 +514,19 @@ export class EmulatorServer implements Emulator {
 
   log(line: string): void {
     this.logSink(line);
+  }
+
+  /** A response frame with this protocol level's full envelope (20 or 25 keys). */
+  private frameOf(kind: string, body: Record<string, unknown>): Buffer {
+    return encodeFrame(encodeResponse(kind, body, this.profile.responseKinds));
+  }
+
+  get protocol(): ProtocolLevel {
+    return this.profile.level;
+  }
+
+  get wsAddress(): string | null {
+    return this.wsListener?.address ?? null;
   }
 
   /**
@@ -482,10 +570,22 @@ export class EmulatorServer implements Emulator {
     });
     server.on('error', (e) => this.log(`listener error: ${e.message}`));
     this.server = server;
+    if (this.wsListen !== null) {
+      try {
+        this.wsListener = await listenWebSocket(this.wsListen, (stream) => this.accept(stream), (line) => this.log(line));
+      } catch (e) {
+        server.close();
+        throw e;
+      }
+    }
     if (a.kind === 'unix') this.boundAddress = a.path;
     else this.boundAddress = formatTcp(a.host, (server.address() as net.AddressInfo).port);
     this.scheduleEpochTimer();
-    this.log(`listening on ${this.boundAddress} (latency ${this.latency}, epoch ${this.currentEpoch})`);
+    if (this.pendingDocumentDelayMs !== null) this.delayPkiDocument(this.pendingDocumentDelayMs);
+    this.pendingDocumentDelayMs = null;
+    this.log(
+      `listening on ${this.boundAddress}${this.wsListener ? ` and ${this.wsListener.address}` : ''} (protocol ${this.profile.level}, latency ${this.latency}, epoch ${this.currentEpoch}${this.documentPresent ? '' : ', no PKI document yet'})`,
+    );
   }
 
   get address(): string {
@@ -517,12 +617,16 @@ export class EmulatorServer implements Emulator {
     this.stopped = true;
     const graceful = options.graceful ?? true;
     if (this.epochTimer) clearTimeout(this.epochTimer);
+    if (this.documentTimer) clearTimeout(this.documentTimer);
+    for (const t of this.awaitingDocument.values()) clearTimeout(t);
+    this.awaitingDocument.clear();
     for (const t of this.faultTimers) clearTimeout(t);
     this.faultTimers.clear();
     const server = this.server;
     const closed = server ? new Promise<void>((resolve) => server.close(() => resolve())) : Promise.resolve();
+    const wsClosed = this.wsListener ? this.wsListener.close() : Promise.resolve();
     if (graceful && this.connections.size > 0) {
-      const shutdown = frameOf('shutdown_event', {});
+      const shutdown = this.frameOf('shutdown_event', {});
       for (const c of this.connections) c.send(shutdown, true);
       await new Promise((r) => setTimeout(r, SHUTDOWN_PAUSE_MS));
     }
@@ -531,6 +635,7 @@ export class EmulatorServer implements Emulator {
     this.mixnet.abort.abort();
     this.mixnet.store.clear();
     await closed;
+    await wsClosed;
     this.log('stopped');
   }
 
@@ -598,6 +703,47 @@ export class EmulatorServer implements Emulator {
     this.log(`stalling every outgoing frame for ${ms} ms`);
   }
 
+  hasPkiDocument(): boolean {
+    return this.documentPresent;
+  }
+
+  withholdPkiDocument(): void {
+    if (this.documentTimer) clearTimeout(this.documentTimer);
+    this.documentTimer = null;
+    this.holdHandshakes = false;
+    this.documentPresent = false;
+    // Handshakes that were waiting for a delayed document stop waiting: null, as the pinned daemon.
+    for (const conn of [...this.awaitingDocument.keys()]) this.sendHandshakeFrames(conn);
+    this.log('PKI document withheld: handshakes carry a null document until it is published');
+  }
+
+  delayPkiDocument(ms: number): void {
+    if (!(ms >= 0 && Number.isFinite(ms))) throw new RangeError('delay must be a non-negative number of milliseconds');
+    if (this.stopped) return;
+    if (this.documentTimer) clearTimeout(this.documentTimer);
+    this.documentPresent = false;
+    this.holdHandshakes = true;
+    this.documentTimer = setTimeout(() => {
+      this.documentTimer = null;
+      this.publishPkiDocument();
+    }, ms);
+    this.log(`PKI document delayed by ${ms} ms: new handshakes wait for it (at most ${HANDSHAKE_PKI_WAIT_MS} ms)`);
+  }
+
+  publishPkiDocument(): void {
+    if (this.documentTimer) clearTimeout(this.documentTimer);
+    this.documentTimer = null;
+    this.holdHandshakes = false;
+    if (this.documentPresent || this.stopped) return;
+    this.documentPresent = true;
+    // Held handshakes complete with the document; everyone else gets the broadcast.
+    const held = new Set(this.awaitingDocument.keys());
+    for (const conn of held) this.sendHandshakeFrames(conn);
+    const frame = this.frameOf('new_pki_document_event', { payload: this.document(this.currentEpoch).broadcast });
+    for (const c of this.connections) if (!held.has(c)) c.broadcast(frame);
+    this.log(`PKI document for epoch ${this.currentEpoch} published to ${this.connections.size} connection(s)`);
+  }
+
   // ---------------------------------------------------------------- epochs and PKI
   private realEpoch(): number {
     return epochAt(Date.now(), this.epochPeriodMs);
@@ -618,23 +764,24 @@ export class EmulatorServer implements Emulator {
     if (e === this.currentEpoch) return;
     this.currentEpoch = e;
     for (const k of this.documents.keys()) if (k < e - DOCUMENT_HISTORY) this.documents.delete(k);
+    if (!this.documentPresent) return;
     const doc = this.document(e);
     this.log(`epoch ${e}: broadcasting the new PKI document`);
-    const frame = frameOf('new_pki_document_event', { payload: doc.broadcast });
+    const frame = this.frameOf('new_pki_document_event', { payload: doc.broadcast });
     for (const c of this.connections) c.broadcast(frame);
   }
 
   private document(epoch: number): EpochDocument {
     let d = this.documents.get(epoch);
     if (!d) {
-      d = makeEpochDocument(this.network, epoch, this.epochPeriodMs, this.sphinx);
+      d = makeEpochDocument(this.network, epoch, this.epochPeriodMs, this.sphinx, this.profile.droppedDocumentFields);
       this.documents.set(epoch, d);
     }
     return d;
   }
 
   private statusFrame(): Buffer {
-    return frameOf('connection_status_event', {
+    return this.frameOf('connection_status_event', {
       is_connected: this.online,
       err: null,
       instance_token: this.token,
@@ -665,23 +812,39 @@ export class EmulatorServer implements Emulator {
     };
   }
 
-  private accept(socket: net.Socket): void {
+  private accept(socket: Duplex): void {
     if (this.stopped) {
       socket.destroy();
       return;
     }
-    socket.setNoDelay?.(true);
+    (socket as Partial<net.Socket>).setNoDelay?.(true);
     const session = this.newSession();
     const conn = new Connection(this, socket, session, this.framing);
     session.conn = conn;
     this.connections.add(conn);
     this.log(`conn ${conn.id}: accepted (${this.connections.size} open)`);
-    // Frames 1 and 2, before anything else (§2.1).
-    conn.send(this.statusFrame());
-    conn.send(frameOf('new_pki_document_event', { payload: this.document(this.currentEpoch).canonical }));
+    if (this.documentPresent || !(this.holdHandshakes || this.profile.handshakeWaitsForDocument)) this.sendHandshakeFrames(conn);
+    else {
+      // HEAD kpclientd waits for a document before frames 1 and 2 (§9.2).
+      const t = setTimeout(() => {
+        this.log(`conn ${conn.id}: no PKI document within ${HANDSHAKE_PKI_WAIT_MS} ms; handshake with a null document`);
+        this.sendHandshakeFrames(conn);
+      }, HANDSHAKE_PKI_WAIT_MS);
+      this.awaitingDocument.set(conn, t);
+      this.log(`conn ${conn.id}: handshake waits for the PKI document`);
+    }
     socket.on('data', (chunk: Buffer) => this.onData(conn, chunk));
     socket.on('error', (e) => this.log(`conn ${conn.id}: ${e.message}`));
     socket.on('close', () => this.onClose(conn));
+  }
+
+  /** Frames 1 and 2, before anything else (§2.1); a null document while the daemon has none. */
+  private sendHandshakeFrames(conn: Connection): void {
+    const t = this.awaitingDocument.get(conn);
+    if (t) clearTimeout(t);
+    this.awaitingDocument.delete(conn);
+    conn.send(this.statusFrame());
+    conn.send(this.frameOf('new_pki_document_event', { payload: this.documentPresent ? this.document(this.currentEpoch).canonical : null }));
   }
 
   private onData(conn: Connection, chunk: Buffer): void {
@@ -704,8 +867,13 @@ export class EmulatorServer implements Emulator {
   private onFrame(conn: Connection, frame: Buffer): void {
     let req;
     try {
-      req = decodeRequest(frame);
+      req = decodeRequest(frame, this.profile.requestSchemas);
     } catch (e) {
+      if (e instanceof UnknownRequestError && this.profile.dropUnknownRequests) {
+        // A current daemon logs and drops it (PROTOCOL.md §9.2); a pinned one would abort.
+        this.log(`conn ${conn.id}: ${e.message}; dropped`);
+        return;
+      }
       // The daemon closes the connection on an undecodable request, without an error frame (§1.2).
       this.log(`conn ${conn.id}: ${e instanceof RequestDecodeError ? e.message : String(e)}; closing the connection`);
       conn.destroy();
@@ -726,6 +894,9 @@ export class EmulatorServer implements Emulator {
     conn.closed = true;
     conn.decoder.close(); // the peer left mid-frame: release it and its deadline
     this.connections.delete(conn);
+    const waiting = this.awaitingDocument.get(conn);
+    if (waiting) clearTimeout(waiting);
+    this.awaitingDocument.delete(conn);
     const s = conn.session;
     this.log(`conn ${conn.id}: closed (${this.connections.size} open)`);
     if (s.conn !== conn) return;
@@ -764,7 +935,7 @@ export class EmulatorServer implements Emulator {
   }
 
   private reply(conn: Connection, kind: ResponseKind, body: Record<string, unknown>): void {
-    conn.send(frameOf(kind, body));
+    conn.send(this.frameOf(kind, body));
   }
 
   private onSessionToken(conn: Connection, b: RequestBody): void {
@@ -817,6 +988,10 @@ export class EmulatorServer implements Emulator {
 
   // ---------------------------------------------------------------- dispatch
   private dispatch(conn: Connection, kind: string, b: RequestBody): void {
+    // Without a PKI document the daemon cannot build envelopes (no replica keys): error 4 (PROTOCOL.md §5.4).
+    if (!this.documentPresent && local.NEEDS_PKI_DOCUMENT.has(kind)) {
+      return this.reply(conn, `${kind}_reply` as ResponseKind, local.noPkiDocumentReply(kind, b));
+    }
     switch (kind) {
       case 'session_token':
         return this.onSessionToken(conn, b);
@@ -863,12 +1038,16 @@ export class EmulatorServer implements Emulator {
       case 'cancel_resending_copy_command':
         return this.onCancel(conn, b, 'copy');
     }
+    // The kinds only the current protocol knows (the decoder let nothing else through).
+    const answer = handleCurrentRequest(this.network, kind, b);
+    if (answer) conn.send(this.frameOf(answer.kind, answer.body));
+    else if (answer === null) this.log(`conn ${conn.id}: ${kind}: the handler failed; no reply (as kpclientd v0.0.99)`);
   }
 
   private onGetPkiDocument(conn: Connection, b: RequestBody): void {
     const requested = BigInt(b.epoch ?? 0);
     const epoch = requested === 0n ? BigInt(this.currentEpoch) : requested;
-    const cached = epoch <= BigInt(this.currentEpoch) && epoch > BigInt(this.currentEpoch - DOCUMENT_HISTORY);
+    const cached = this.documentPresent && epoch <= BigInt(this.currentEpoch) && epoch > BigInt(this.currentEpoch - DOCUMENT_HISTORY);
     if (!b.query_id || !cached) {
       // The epoch is echoed on error too (§4.16).
       const code = b.query_id ? local.ErrorCode.ServiceUnavailable : local.ErrorCode.InvalidRequest;
@@ -911,7 +1090,7 @@ export class EmulatorServer implements Emulator {
     this.unregister(op);
     this.deliver(
       op.session,
-      frameOf('start_resending_encrypted_message_reply', {
+      this.frameOf('start_resending_encrypted_message_reply', {
         query_id: op.queryId,
         plaintext,
         error_code: code,
@@ -929,7 +1108,7 @@ export class EmulatorServer implements Emulator {
     // (opt) fields: omitted when zero, as Go's omitempty.
     if (v.replicaErrorCode) body.replica_error_code = v.replicaErrorCode;
     if (v.failedEnvelopeIndex) body.failed_envelope_index = u64(v.failedEnvelopeIndex);
-    this.deliver(op.session, frameOf('start_resending_copy_command_reply', body));
+    this.deliver(op.session, this.frameOf('start_resending_copy_command_reply', body));
   }
 
   private onCancel(conn: Connection, b: RequestBody, kind: Op['kind']): void {
@@ -987,12 +1166,14 @@ export class EmulatorServer implements Emulator {
       if (!b.query_id || isRead === isWrite || !b.envelope_descriptor?.length || !b.message_ciphertext?.length || !b.envelope_hash) {
         return this.finishMessage(op, local.ErrorCode.InvalidRequest);
       }
+      // No document, no courier to send to (§3.7: error 4).
+      if (!this.documentPresent) return this.finishMessage(op, local.ErrorCode.InternalError);
       op.courier = this.randomCourier();
       if (!op.courier) return this.finishMessage(op, local.ErrorCode.InternalError);
       const query = this.crypto.openQuery(b.message_ciphertext);
       await this.transit(this.timing.roundTrip() / 2, signal);
-      // Not one of our envelopes: the courier's InvalidEnvelope (1) reaches the client raw at the pinned version.
-      if (!query) return this.finishMessage(op, 1);
+      // Not one of our envelopes: the courier's InvalidEnvelope (1) reaches the client raw at the pinned version, as 31 at the current one.
+      if (!query) return this.finishMessage(op, this.profile.courierInvalidEnvelopeCode);
       if ((query.kind === 'read') !== isRead) return this.finishMessage(op, local.ErrorCode.InvalidRequest);
       if (isWrite) await this.processWrite(op, b, query);
       else await this.processRead(op, b, query);
@@ -1050,6 +1231,7 @@ export class EmulatorServer implements Emulator {
     try {
       await this.transit(this.timing.sendQueue(), signal);
       if (!b.query_id || !b.write_cap) return this.finishCopy(op, { code: local.ErrorCode.InvalidRequest, replicaErrorCode: 0, failedEnvelopeIndex: 0 });
+      if (!this.documentPresent) return this.finishCopy(op, { code: local.ErrorCode.InternalError, replicaErrorCode: 0, failedEnvelopeIndex: 0 });
       const pinHash: Buffer | null = b.courier_identity_hash;
       const pinQueue: Buffer | null = b.courier_queue_id;
       if (pinHash && pinQueue && pinQueue.length > 0) {
@@ -1124,10 +1306,16 @@ export class EmulatorServer implements Emulator {
     while (!decoder.finished) {
       const boxId = boxIdOf(rootPublic, idx);
       let box = mixnet.store.get(boxId);
+      // The courier's patience is the real one whatever the latency mode (PIGEONHOLE §2.6 step 3).
+      const giveUpAt = Date.now() + this.courierPatienceMs;
       for (let attempt = 0; !box; attempt++) {
-        const delay = this.timing.copyReadRetryDelay(attempt);
-        if (delay === null) return fail(1, done + 1);
-        await sleep(delay, signal);
+        const left = giveUpAt - Date.now();
+        if (left <= 0) {
+          this.log(`copy: temp box ${done + 1} still unreadable after ${attempt} retries over ${this.courierPatienceMs} ms; the copy fails`);
+          return fail(1, done + 1);
+        }
+        if (attempt === 0) this.log(`copy: temp box ${done + 1} not readable yet; the courier retries for up to ${this.courierPatienceMs} ms`);
+        await this.awaitBox(mixnet, boxId, Math.min(this.timing.copyReadRetryDelay(attempt), left), signal);
         box = mixnet.store.get(boxId);
       }
       const opened = openBox(readCap, idx, box, boxId);
@@ -1150,6 +1338,22 @@ export class EmulatorServer implements Emulator {
     return { code: 0, replicaErrorCode: 0, failedEnvelopeIndex: 0 };
   }
 
+  /** Sleep until the next retry; in the shortened modes wake as soon as the box is written. */
+  private async awaitBox(mixnet: Mixnet, boxId: Buffer, ms: number, signal: AbortSignal): Promise<void> {
+    if (!this.timing.wakesOnWrite) return sleep(ms, signal);
+    const stop = new AbortController();
+    const onAbort = () => stop.abort(signal.reason);
+    if (signal.aborted) throw signal.reason;
+    signal.addEventListener('abort', onAbort, { once: true });
+    try {
+      await Promise.race([mixnet.store.waitFor(boxId, stop.signal), sleep(ms, stop.signal)]);
+    } finally {
+      signal.removeEventListener('abort', onAbort);
+      stop.abort();
+    }
+    if (signal.aborted) throw signal.reason;
+  }
+
   // ---------------------------------------------------------------- legacy send
   private async runSend(s: Session, b: RequestBody): Promise<void> {
     const signal = s.abort.signal;
@@ -1170,23 +1374,27 @@ export class EmulatorServer implements Emulator {
         return body;
       };
       const limit = this.sphinx.UserForwardPayloadLength;
+      if (!this.documentPresent) {
+        this.deliver(s, this.frameOf('message_sent_event', sentBody('no PKI document yet: no route to the service', 0)));
+        return;
+      }
       if (payload.length > limit) {
-        this.deliver(s, frameOf('message_sent_event', sentBody(`payload of ${payload.length} bytes exceeds the ${limit}-byte Sphinx payload`, 0)));
+        this.deliver(s, this.frameOf('message_sent_event', sentBody(`payload of ${payload.length} bytes exceeds the ${limit}-byte Sphinx payload`, 0)));
         return;
       }
       if (!b.surbid) {
-        this.deliver(s, frameOf('message_sent_event', sentBody('with_surb is set but surbid is missing', 0)));
+        this.deliver(s, this.frameOf('message_sent_event', sentBody('with_surb is set but surbid is missing', 0)));
         return;
       }
       const rtt = this.timing.roundTrip();
-      this.deliver(s, frameOf('message_sent_event', sentBody(null, Math.max(rtt, this.timing.replyEtaMs()))));
+      this.deliver(s, this.frameOf('message_sent_event', sentBody(null, Math.max(rtt, this.timing.replyEtaMs()))));
       const service = this.findService(b.destination_id_hash, b.recipient_queue_id);
       if (service !== 'echo' && service !== 'testdest') return;
       await this.transit(rtt, signal);
       // The echo services answer with the payload zero-padded to a full Sphinx payload (§10.4).
       const reply = Buffer.alloc(Math.max(this.sphinx.ForwardPayloadLength, payload.length));
       payload.copy(reply);
-      this.deliver(s, frameOf('message_reply_event', { message_id: b.id, surbid: b.surbid, payload: reply, error_code: 0 }));
+      this.deliver(s, this.frameOf('message_reply_event', { message_id: b.id, surbid: b.surbid, payload: reply, error_code: 0 }));
     } catch (e) {
       if (signal.aborted || isAbort(e)) return;
       this.log(`send_message failed: ${(e as Error).stack ?? e}`);

@@ -17,11 +17,38 @@ export interface Timing {
   replicationLag(): number;
   /** Interval between the daemon's copy-status polls (ms). */
   readonly copyPollMs: number;
-  /** Back-off before retry `attempt` (0-based) of a temp-stream box the courier cannot read; null = give up. */
-  copyReadRetryDelay(attempt: number): number | null;
+  /**
+   * Back-off before retry `attempt` (0-based) of a temp-stream box the
+   * courier cannot read yet. How long it keeps trying in all is not a matter
+   * of latency: see COURIER_PATIENCE_MS.
+   */
+  copyReadRetryDelay(attempt: number): number;
+  /**
+   * Whether the emulated courier notices a temp-stream box the moment it is
+   * written, instead of only at its next retry (shortened round trips).
+   */
+  readonly wakesOnWrite: boolean;
   /** The reply_eta announced in message_sent_event (ms). */
   replyEtaMs(): number;
 }
+
+/**
+ * The real courier's back-off for one shard replica when it cannot read a
+ * temp-stream box: ≈8 tries, from 0.5 s up to 10 s (PIGEONHOLE.md §2.6,
+ * processing step 3). After one shard it tries the other.
+ */
+const COURIER_SHARD_BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10_000, 10_000, 10_000] as const;
+
+/**
+ * How long the courier keeps trying to read a temp-stream box that is not
+ * there (yet) before it fails the copy with replica code 1: both shards'
+ * back-off, 91 s ("about a minute or more", PIGEONHOLE.md §2.6). The same
+ * in every latency mode: a faster mode shortens round trips, not the
+ * courier's patience, so a copy command may be sent before its temp stream
+ * is written, as with a real mixnet. (EmulatorOptions.courierPatienceMs
+ * changes it explicitly, for tests of the failure itself.)
+ */
+export const COURIER_PATIENCE_MS = 2 * COURIER_SHARD_BACKOFF_MS.reduce((a, b) => a + b, 0);
 
 function uniform(lo: number, hi: number): number {
   return lo + Math.random() * (hi - lo);
@@ -41,7 +68,9 @@ export function createTiming(mode: LatencyMode): Timing {
         roundTrip: () => 0,
         replicationLag: () => 0,
         copyPollMs: 0,
-        copyReadRetryDelay: (a) => (a < 3 ? 1 : null),
+        wakesOnWrite: true,
+        // A fallback only: the courier wakes as soon as the box is written.
+        copyReadRetryDelay: () => 100,
         replyEtaMs: () => 0,
       };
     case 'fast':
@@ -51,7 +80,8 @@ export function createTiming(mode: LatencyMode): Timing {
         roundTrip: () => uniform(2, 6),
         replicationLag: () => 0,
         copyPollMs: 5,
-        copyReadRetryDelay: (a) => (a < 8 ? 10 + 10 * a : null),
+        wakesOnWrite: true,
+        copyReadRetryDelay: (a) => Math.min(80, 10 + 10 * a),
         replyEtaMs: () => 5,
       };
     case 'realistic':
@@ -67,8 +97,9 @@ export function createTiming(mode: LatencyMode): Timing {
         },
         replicationLag: () => uniform(200, 2000),
         copyPollMs: 5000,
-        // ≈8 tries per shard replica with back-off 0.5 s → 10 s, two shards: about a minute and more.
-        copyReadRetryDelay: (a) => (a < 16 ? Math.min(10_000, 500 * 2 ** (a % 8)) : null),
+        wakesOnWrite: false,
+        // ≈8 tries per shard replica with back-off 0.5 s → 10 s, then the other shard.
+        copyReadRetryDelay: (a) => COURIER_SHARD_BACKOFF_MS[a % COURIER_SHARD_BACKOFF_MS.length],
         replyEtaMs: () => 2500,
       };
   }

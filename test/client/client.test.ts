@@ -962,7 +962,13 @@ describe('ThinClient against a scripted daemon', function () {
       conn2.send('start_resending_encrypted_message_reply', { query_id: s.body.query_id, plaintext: null, error_code: 0, courier_identity_hash: null, courier_queue_id: null });
       await arq;
       assert.ok(!conn2.requests.some((r) => r.kind === 'new_keypair'), 'the timed-out request was never sent');
-      assert.ok(q);
+      // The waiting requests went out on the new connection only after its handshake, unchanged.
+      assert.deepEqual(q.body.message_box_index, IDX);
+      assert.deepEqual(
+        conn2.requests.map((r) => r.kind),
+        ['session_token', 'get_message_box_index_counter', 'start_resending_encrypted_message'],
+      );
+      assert.ok(!conn.requests.some((r) => r.kind === 'get_message_box_index_counter'), 'nothing was written to the dead connection');
     });
 
     it('treats an undecodable frame as a read error: daemonDisconnected with CborError, then reconnects', async () => {

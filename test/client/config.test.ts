@@ -46,14 +46,18 @@ describe('config: thinclient.toml (§1.4)', () => {
     assert.throws(() => parseThinClientToml('Network = "tcp"\nAddress = "localhost:1"\n', 'flat.toml'), /flat\.toml.*"Network"/);
   });
 
-  it('requires exactly one of [Dial.Tcp] and [Dial.Unix]', () => {
+  it('requires exactly one of [Dial.Tcp], [Dial.Unix] and [Dial.Ws]', () => {
     assert.throws(
       () => parseThinClientToml('[Dial.Tcp]\nAddress = "a:1"\n[Dial.Unix]\nAddress = "/s"\n', 'both.toml'),
       /both\.toml: \[Dial\] must contain exactly one.*found 2/,
     );
     assert.throws(() => parseThinClientToml('[Dial]\n', 'neither.toml'), /neither\.toml.*found 0/);
     assert.throws(() => parseThinClientToml('', 'empty.toml'), /missing \[Dial\]/);
-    assert.throws(() => parseThinClientToml('[Dial.Ws]\nAddress = "ws://x:1"\n', 'ws.toml'), /unknown key "Dial\.Ws"/);
+    assert.throws(
+      () => parseThinClientToml('[Dial.Tcp]\nAddress = "a:1"\n[Dial.Ws]\nAddress = "ws://x:1"\n', 'tw.toml'),
+      /tw\.toml: \[Dial\] must contain exactly one of \[Dial\.Tcp\], \[Dial\.Unix\] or \[Dial\.Ws\], found 2/,
+    );
+    assert.throws(() => parseThinClientToml('[Dial.Ssh]\nAddress = "x:1"\n', 'ssh.toml'), /unknown key "Dial\.Ssh"/);
   });
 
   it('rejects unknown keys in Dial.Tcp and Dial.Unix, naming them', () => {

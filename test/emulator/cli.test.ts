@@ -84,14 +84,18 @@ describe('katzenpost-emulator CLI', function () {
       '--frame-timeout SECONDS',
       '--max-buffered BYTES',
       '--offline',
+      '--courier-patience SECONDS',
+      '--no-pki',
+      '--pki-delay SECONDS',
       '--verbose',
       '--help',
     ]) {
       assert.ok(r.stdout.includes(opt), `--help mentions ${opt}`);
     }
-    for (const cmd of ['restart --fresh', 'offline', 'online', 'malformed', 'oversize', 'stall MS', 'epoch', 'shutdown', 'SIGHUP']) {
+    for (const cmd of ['restart --fresh', 'offline', 'online', 'malformed', 'oversize', 'stall MS', 'epoch', 'no-pki', 'pki-delay SECONDS', 'shutdown', 'SIGHUP']) {
       assert.ok(r.stdout.includes(cmd), `--help mentions ${cmd}`);
     }
+    assert.match(r.stdout, /^ {2}pki +publish the PKI document now/m, '--help mentions the pki command');
     assert.match(r.stdout, /SIMULATOR/);
     assert.match(r.stdout, /NO anonymity/);
   });
@@ -100,6 +104,50 @@ describe('katzenpost-emulator CLI', function () {
     const { options } = parseArgs(['--frame-timeout', '2.5', '--max-buffered=1048576']);
     assert.equal(options.frameTimeoutMs, 2500);
     assert.equal(options.maxBufferedBytes, 1048576);
+  });
+
+  it('parses --courier-patience, --no-pki and --pki-delay (seconds) into the emulator options', () => {
+    assert.deepEqual(parseArgs(['--courier-patience', '0.5', '--no-pki']).options, { courierPatienceMs: 500, noPkiDocument: true });
+    assert.deepEqual(parseArgs(['--pki-delay=2']).options, { pkiDocumentDelayMs: 2000 });
+    assert.deepEqual(parseArgs([]).options, {}, 'by default: the real courier patience and a document from the start');
+    const bad = spawnSync(process.execPath, [...NODE_ARGS, '--pki-delay', 'soon'], { cwd: ROOT, encoding: 'utf8', timeout: 20_000 });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /--pki-delay needs a non-negative number/);
+  });
+
+  it('--no-pki: null document in the handshake until the pki command; no-pki and pki-delay at run time', async () => {
+    const r = await start(['--listen', '127.0.0.1:0', '--no-pki']);
+    assert.match(r.out(), /no PKI document yet/);
+    const c = await rawClient(r.address);
+    assert.equal((await c.handshake()).pki.body.payload, null);
+    r.proc.stdin.write('status\n');
+    await waitForOutput(r.out, /PKI document absent/);
+    r.proc.stdin.write('pki\n');
+    assert.ok((await c.take((f) => f.kind === 'new_pki_document_event', 5000)).body.payload.length > 1000);
+    await waitForOutput(r.out, /PKI document published/);
+    r.proc.stdin.write('no-pki\n');
+    await waitForOutput(r.out, /PKI document withheld/);
+    const later = await rawClient(r.address);
+    assert.equal((await later.handshake()).pki.body.payload, null);
+    // pki-delay: a new connection's handshake waits until the document comes back.
+    r.proc.stdin.write('pki-delay 0.6\n');
+    await waitForOutput(r.out, /PKI document delayed by 0.6 s/);
+    const t0 = Date.now();
+    const held = await rawClient(r.address);
+    const h = await held.handshake();
+    assert.ok(Date.now() - t0 >= 400, `handshake after ${Date.now() - t0} ms`);
+    assert.ok(h.pki.body.payload.length > 1000);
+    // The client that got null hears of the document too.
+    assert.ok((await later.take((f) => f.kind === 'new_pki_document_event', 5000)).body.payload.length > 1000);
+  });
+
+  it('--pki-delay: the first handshakes wait for the delayed document', async () => {
+    const t0 = Date.now();
+    const r = await start(['--listen', '127.0.0.1:0', '--pki-delay', '1.5']);
+    const c = await rawClient(r.address);
+    const { pki } = await c.handshake();
+    assert.ok(Date.now() - t0 >= 1500, `handshake done ${Date.now() - t0} ms after the start`);
+    assert.ok(pki.body.payload.length > 1000);
   });
 
   it('closes a connection whose frame stalls past --frame-timeout and says why in the verbose log', async () => {

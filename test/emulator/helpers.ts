@@ -16,6 +16,7 @@ import {
   FrameDecoder,
   FrameTooLargeError,
   RESPONSE_KINDS,
+  type AnyRequestKind,
   type RequestKind,
 } from '../../src/client/wire';
 
@@ -132,7 +133,7 @@ export class RawClient {
   }
 
   /** Send a request with a fresh query_id and wait for its reply body. */
-  async call(kind: RequestKind, body: Record<string, unknown>, timeoutMs = 3000): Promise<any> {
+  async call(kind: AnyRequestKind, body: Record<string, unknown>, timeoutMs = 3000): Promise<any> {
     const query_id = randomBytes(16);
     this.send(kind, { query_id, ...body });
     return (await this.reply(`${kind}_reply`, query_id, timeoutMs)).body;
