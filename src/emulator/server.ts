@@ -1190,7 +1190,7 @@ export class EmulatorServer implements Emulator {
     await this.transit(this.timing.roundTrip() / 2, signal);
     // The default write completes on the courier's ACK and cannot see a conflict (§2.3).
     if (!b.no_idempotent_box_already_exists) return this.finishMessage(op, 0);
-    await this.transit(this.timing.roundTrip(), signal);
+    await this.transit(this.timing.followUpGate() + this.timing.roundTrip(), signal);
     const sealed = EnvelopeCrypto.sealReply(query.replyKey, { code: verdict === 'conflict' ? 10 : 0, boxId: query.boxId, box: null });
     const reply = EnvelopeCrypto.openReply(b.envelope_descriptor, sealed);
     if (!reply) return this.finishMessage(op, 22);
@@ -1207,7 +1207,7 @@ export class EmulatorServer implements Emulator {
     }
     for (;;) {
       // A read costs the courier ACK plus at least one more round trip for the payload.
-      await this.transit(this.timing.roundTrip() / 2 + this.timing.roundTrip(), signal);
+      await this.transit(this.timing.roundTrip() / 2 + this.timing.followUpGate() + this.timing.roundTrip(), signal);
       const box = this.mixnet.store.get(query.boxId);
       const sealed = EnvelopeCrypto.sealReply(query.replyKey, box ? { code: 0, boxId: query.boxId, box } : { code: 1, boxId: null, box: null });
       const reply = EnvelopeCrypto.openReply(b.envelope_descriptor, sealed);
@@ -1303,8 +1303,14 @@ export class EmulatorServer implements Emulator {
     let idx = firstIndexOfCap(writeCap);
     const decoder = new CopyStreamDecoder();
     let done = 0;
+    // Only the realistic mode spends time on the courier's replica exchanges; the others add no timer hop.
+    const replicaTrip = async () => {
+      const ms = this.timing.courierReplicaTrip();
+      if (ms > 0) await sleep(ms, signal);
+    };
     while (!decoder.finished) {
       const boxId = boxIdOf(rootPublic, idx);
+      await replicaTrip();
       let box = mixnet.store.get(boxId);
       // The courier's patience is the real one whatever the latency mode (PIGEONHOLE §2.6 step 3).
       const giveUpAt = Date.now() + this.courierPatienceMs;
@@ -1330,6 +1336,7 @@ export class EmulatorServer implements Emulator {
         const q = this.crypto.openQuery(env);
         if (!q || q.kind === 'read' || !q.box) return fail(5, done + 1);
         // Destination writes are ordinary writes: identical content is success, anything else aborts.
+        await replicaTrip();
         if (mixnet.store.write(q.boxId, q.box, this.timing.replicationLag()) === 'conflict') return fail(10, done + 1);
         done++;
       }

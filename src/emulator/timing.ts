@@ -28,6 +28,14 @@ export interface Timing {
    * written, instead of only at its next retry (shortened round trips).
    */
   readonly wakesOnWrite: boolean;
+  /**
+   * Wait before the daemon's follow-up poll of a read or of a write that
+   * must report BoxAlreadyExists: v0.0.99 gates these polls on its Poisson
+   * send schedule (PROTOCOL.md §9.6), which dominates a real read (ms).
+   */
+  followUpGate(): number;
+  /** One courier ↔ replica exchange while executing a copy command: per temp box read and per destination write (ms). */
+  courierReplicaTrip(): number;
   /** The reply_eta announced in message_sent_event (ms). */
   replyEtaMs(): number;
 }
@@ -71,6 +79,8 @@ export function createTiming(mode: LatencyMode): Timing {
         wakesOnWrite: true,
         // A fallback only: the courier wakes as soon as the box is written.
         copyReadRetryDelay: () => 100,
+        followUpGate: () => 0,
+        courierReplicaTrip: () => 0,
         replyEtaMs: () => 0,
       };
     case 'fast':
@@ -82,24 +92,32 @@ export function createTiming(mode: LatencyMode): Timing {
         copyPollMs: 5,
         wakesOnWrite: true,
         copyReadRetryDelay: (a) => Math.min(80, 10 + 10 * a),
+        followUpGate: () => uniform(0, 4),
+        courierReplicaTrip: () => 0,
         replyEtaMs: () => 5,
       };
     case 'realistic':
+      // Calibrated on the local v0.0.99 network of `npm run mixnet` (medians,
+      // README "The emulator and its limits"): echo and a default write about
+      // 1.5 s, a read about 8 s, a BoxAlreadyExists write about 8 s, a
+      // two-element copy about 25 s.
       return {
         mode,
-        // λP = 0.001/ms: up to a second of queueing per packet.
-        sendQueue: () => expCapped(1000, 1000),
-        // 9 delayed hops per round trip (5 forward, 4 on the SURB path), plus courier-replica ticks.
+        // The send slot: most packets leave within a few hundred ms.
+        sendQueue: () => expCapped(300, 1000),
+        // 9 delayed hops per round trip (5 forward, 4 on the SURB path), about a second in all.
         roundTrip: () => {
           let t = 0;
-          for (let i = 0; i < 9; i++) t += expCapped(200, 1000);
-          return t + expCapped(200, 1000) + uniform(0, 50);
+          for (let i = 0; i < 9; i++) t += expCapped(110, 1000);
+          return t + uniform(0, 50);
         },
         replicationLag: () => uniform(200, 2000),
-        copyPollMs: 5000,
+        copyPollMs: 6000,
         wakesOnWrite: false,
         // ≈8 tries per shard replica with back-off 0.5 s → 10 s, then the other shard.
         copyReadRetryDelay: (a) => COURIER_SHARD_BACKOFF_MS[a % COURIER_SHARD_BACKOFF_MS.length],
+        followUpGate: () => uniform(4000, 7000),
+        courierReplicaTrip: () => uniform(3000, 5000),
         replyEtaMs: () => 2500,
       };
   }
