@@ -60,7 +60,7 @@ Options:
   --foreground      after start, stay in the foreground; Ctrl-C stops the network
   -h, --help        this text
 
-Environment: KATZENPOST_MIXNET_BIN (binaries), KATZENPOST_MIXNET_DIR (state,
+Environment: KATZENPOST_MIXNET_BASE_PORT (default of --base-port), KATZENPOST_MIXNET_BIN (binaries), KATZENPOST_MIXNET_DIR (state,
 default .mixnet/), KATZENPOST_MIXNET_CACHE (build cache, default
 ~/.cache/katzenpost-mixnet), KATZENPOST_MIXNET_SRC (local module checkouts for
 the source build, see the README).`;
@@ -71,7 +71,8 @@ class MixnetError extends Error {}
 
 /** Parse argv into a command and options; throws MixnetError meant for people. */
 export function parseArgs(argv) {
-  const o = { command: null, basePort: DEFAULT_BASE_PORT, timeoutS: 900, foreground: false, help: false };
+  const envPort = process.env.KATZENPOST_MIXNET_BASE_PORT;
+  const o = { command: null, basePort: envPort ? Number(envPort) : DEFAULT_BASE_PORT, timeoutS: 900, foreground: false, help: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const value = () => {
