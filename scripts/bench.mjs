@@ -34,6 +34,49 @@ for (const f of ['dist/index.js', 'dist/client/wire.js', 'dist/emulator/cli.js']
 const lib = require(join(ROOT, 'dist', 'index.js'));
 const wire = require(join(ROOT, 'dist', 'client', 'wire.js'));
 
+// --------------------------------------------------------- minimal daemon
+// `bench.mjs --minimal-daemon PATH`: the least a kpclientd can do, in its own
+// process: the §2.1 handshake, then every encrypt_write answered at once with
+// a canned reply (its query_id patched in). Replies to one read are written
+// together, so the daemon costs as little as possible and the client side is
+// what gets measured.
+function minimalDaemon(path) {
+  const net = require('node:net');
+  const marker = Buffer.alloc(16, 0xee);
+  const template = wire.encodeFrame(wire.encodeResponse('encrypt_write_reply', {
+    query_id: marker, message_ciphertext: Buffer.alloc(1200, 1), envelope_descriptor: Buffer.alloc(180, 2),
+    envelope_hash: Buffer.alloc(32, 3), next_message_box_index: Buffer.alloc(104, 4), error_code: 0,
+  }));
+  const at = template.indexOf(marker);
+  const server = net.createServer((socket) => {
+    socket.setNoDelay(true);
+    socket.on('error', () => {});
+    const decoder = new wire.FrameDecoder();
+    socket.write(wire.encodeFrame(wire.encodeResponse('connection_status_event', {
+      is_connected: true, err: null, instance_token: Buffer.alloc(16, 0xa0),
+      sphinx_geometry: wire.DEFAULT_SPHINX_GEOMETRY, pigeonhole_geometry: wire.DEFAULT_PIGEONHOLE_GEOMETRY,
+    })));
+    socket.write(wire.encodeFrame(wire.encodeResponse('new_pki_document_event', { payload: null })));
+    socket.on('data', (chunk) => {
+      const out = [];
+      for (const raw of decoder.push(chunk)) {
+        const env = wire.decodeEnvelope(raw, wire.REQUEST_KINDS);
+        if (env.kind === 'session_token') {
+          out.push(wire.encodeFrame(wire.encodeResponse('session_token_reply', { app_id: Buffer.alloc(16, 0xb0), resumed: false })));
+        } else if (env.kind === 'encrypt_write') {
+          const reply = Buffer.from(template);
+          env.body.query_id.copy(reply, at);
+          out.push(reply);
+        } else if (env.kind === 'thin_close') {
+          socket.end();
+        }
+      }
+      if (out.length) socket.write(out.length === 1 ? out[0] : Buffer.concat(out));
+    });
+  });
+  server.listen(path, () => console.log(`listening on ${path}`));
+}
+
 function overBudget() {
   return Date.now() - started > BUDGET_MS;
 }
@@ -174,6 +217,130 @@ async function roundTrips(listenArgs, label) {
   }
 }
 
+// ------------------------------------- client vs bare ping-pong, one daemon
+function spawnMinimalDaemon(path) {
+  return new Promise((res, rej) => {
+    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), '--minimal-daemon', path], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    const timer = setTimeout(() => { child.kill('SIGKILL'); rej(new Error(`minimal daemon did not start: ${out}`)); }, 15_000);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (c) => {
+      out += c;
+      if (!/listening on/.test(out)) return;
+      clearTimeout(timer);
+      res({ stop: () => new Promise((r) => { if (child.exitCode !== null) return r(); child.once('exit', () => r()); child.kill('SIGTERM'); }) });
+    });
+    child.stderr.on('data', (c) => { out += c; });
+    child.once('exit', (code) => { clearTimeout(timer); rej(new Error(`minimal daemon exited (${code}): ${out}`)); });
+  });
+}
+
+/** The least a client can do: handshake, then encrypt_write frames out, reply frames counted, one socket.write per frame. */
+async function barePingPong(path, concurrency, ms) {
+  const net = require('node:net');
+  const socket = net.connect(path);
+  const decoder = new wire.FrameDecoder();
+  const plaintext = randomBytes(1024), writeCap = randomBytes(168), index = randomBytes(104);
+  const frame = () => wire.encodeFrame(wire.encodeRequest('encrypt_write', wire.requestBodies.encryptWrite(randomBytes(16), plaintext, writeCap, index)));
+  let ready, done, ready_ = false, n = 0, inFlight = 0, end = 0;
+  const handshake = new Promise((r) => { ready = r; });
+  const finished = new Promise((r) => { done = r; });
+  socket.on('error', () => {});
+  socket.on('data', (chunk) => {
+    for (const raw of decoder.push(chunk)) {
+      if (!ready_) {
+        const kind = wire.decodeEnvelope(raw, wire.RESPONSE_KINDS).kind;
+        if (kind === 'connection_status_event') socket.write(wire.encodeFrame(wire.encodeRequest('session_token', wire.requestBodies.sessionToken(randomBytes(16)))));
+        if (kind === 'session_token_reply') { ready_ = true; ready(); }
+        continue;
+      }
+      n++;
+      inFlight--;
+      if (Date.now() < end) { inFlight++; socket.write(frame()); } else if (inFlight === 0) done();
+    }
+  });
+  await handshake;
+  for (let i = 0; i < 50; i++) { inFlight++; end = Date.now() + 1e9; socket.write(frame()); }
+  end = 0;
+  await finished;
+  n = 0;
+  const finished2 = new Promise((r) => { done = r; });
+  end = Date.now() + ms;
+  const t0 = process.hrtime.bigint();
+  for (let i = 0; i < concurrency; i++) { inFlight++; socket.write(frame()); }
+  await finished2;
+  const rate = n / (Number(process.hrtime.bigint() - t0) / 1e9);
+  socket.destroy();
+  return rate;
+}
+
+async function clientRate(path, concurrency, ms) {
+  const client = new lib.ThinClient({ dial: path, reconnect: false });
+  try {
+    await client.connect();
+    const plaintext = randomBytes(1024), writeCap = randomBytes(168), index = randomBytes(104);
+    for (let i = 0; i < 50; i++) await client.encryptWrite(plaintext, writeCap, index);
+    let n = 0;
+    const end = Date.now() + ms;
+    const t0 = process.hrtime.bigint();
+    await Promise.all(Array.from({ length: concurrency }, async () => {
+      while (Date.now() < end) { await client.encryptWrite(plaintext, writeCap, index); n++; }
+    }));
+    return n / (Number(process.hrtime.bigint() - t0) / 1e9);
+  } finally {
+    await client.close().catch(() => {});
+  }
+}
+
+/** Client against bare, interleaved rounds (the machine may be busy), best of each. */
+async function clientVsBare(dir) {
+  const path = join(dir, 'minimal.sock');
+  const daemon = await spawnMinimalDaemon(path);
+  const rounds = quick ? 1 : 3;
+  const ms = quick ? 300 : 1000;
+  const best = { bare1: 0, client1: 0, bareN: 0, clientN: 0 };
+  try {
+    for (let r = 0; r < rounds && !overBudget(); r++) {
+      best.bare1 = Math.max(best.bare1, await barePingPong(path, 1, ms));
+      best.client1 = Math.max(best.client1, await clientRate(path, 1, ms));
+      best.bareN = Math.max(best.bareN, await barePingPong(path, PIPELINE, ms));
+      best.clientN = Math.max(best.clientN, await clientRate(path, PIPELINE, ms));
+    }
+  } finally {
+    await daemon.stop().catch(() => {});
+  }
+  return best;
+}
+
+// ------------------------------------------ emulator: ARQ vs local requests
+async function arqVsLocal() {
+  const emulator = await spawnEmulator(['--listen', '127.0.0.1:0']);
+  const client = new lib.ThinClient({ dial: emulator.address, reconnect: false });
+  const ms = quick ? 300 : 1500;
+  try {
+    await client.connect();
+    const { writeCap, firstMessageIndex } = await client.newKeypair(randomBytes(32));
+    const plaintext = randomBytes(1024);
+    const env = await client.encryptWrite(plaintext, writeCap, firstMessageIndex);
+    const local = () => client.encryptWrite(plaintext, writeCap, firstMessageIndex);
+    const arq = () => client.startResendingEncryptedMessage({ writeCap, envelopeDescriptor: env.envelopeDescriptor, messageCiphertext: env.messageCiphertext, envelopeHash: env.envelopeHash });
+    for (let i = 0; i < 20; i++) { await local(); await arq(); }
+    const measure = async (fn) => {
+      let n = 0;
+      const end = Date.now() + ms;
+      const t0 = process.hrtime.bigint();
+      while (Date.now() < end) { await fn(); n++; }
+      return n / (Number(process.hrtime.bigint() - t0) / 1e9);
+    };
+    const localRate = await measure(local);
+    const arqRate = await measure(arq);
+    return { localRate, arqRate };
+  } finally {
+    await client.close().catch(() => {});
+    await emulator.stop().catch(() => {});
+  }
+}
+
 function table(title, head, rows) {
   const all = [head, ...rows];
   const widths = head.map((_, i) => Math.max(...all.map((r) => String(r[i]).length)));
@@ -185,6 +352,8 @@ function table(title, head, rows) {
 }
 
 async function main() {
+  const md = args.indexOf('--minimal-daemon');
+  if (md >= 0) return minimalDaemon(args[md + 1]);
   console.log(`bench: node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'cpu'}${quick ? ' (quick)' : ''}`);
   console.log('ratios compare two measurements of this run; absolute numbers depend on the machine.');
 
@@ -202,13 +371,25 @@ async function main() {
       ['sequential requests/s', ratio(unix.sequential, tcp.sequential)],
       [`${PIPELINE} in flight requests/s`, Number.isNaN(unix.pipelined) || Number.isNaN(tcp.pipelined) ? '-' : ratio(unix.pipelined, tcp.pipelined)],
     ]);
+    const cb = await clientVsBare(dir);
+    const goal = (r, g) => `${r >= g ? 'met' : 'NOT met'} (goal >= ${g.toFixed(1)}x)`;
+    table('ThinClient vs a bare framed ping-pong client, same minimal daemon in its own process (encryptWrite, 1 KiB, Unix socket)',
+      ['measure', 'client', 'bare', 'goal', 'client/bare'], [
+        ['client vs bare, sequential', `${fmt(cb.client1)}/s`, `${fmt(cb.bare1)}/s`, goal(cb.client1 / cb.bare1, 0.8), ratio(cb.client1, cb.bare1)],
+        [`client vs bare, ${PIPELINE} in flight`, `${fmt(cb.clientN)}/s`, `${fmt(cb.bareN)}/s`, goal(cb.clientN / cb.bareN, 0.5), ratio(cb.clientN, cb.bareN)],
+      ]);
+    const al = await arqVsLocal();
+    table('emulator --instant: ARQ operations vs local requests (sequential, same client)',
+      ['measure', 'ARQ', 'local', 'goal', 'ARQ/local'], [
+        ['startResendingEncryptedMessage vs encryptWrite', `${fmt(al.arqRate)}/s`, `${fmt(al.localRate)}/s`, goal(al.arqRate / al.localRate, 0.5), ratio(al.arqRate, al.localRate)],
+      ]);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
   console.log(`\nbench: done in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 }
 
-main().then(() => process.exit(0), (e) => {
+main().then(() => { if (!args.includes('--minimal-daemon')) process.exit(0); }, (e) => {
   console.error(`bench failed: ${e && e.stack ? e.stack : e}`);
   process.exit(1);
 });

@@ -324,6 +324,8 @@ const CALL_FREE_KINDS: ReadonlySet<string> = new Set(RESPONSE_KINDS.filter((k) =
 const DEFAULT_DIAL: DialConfig = { kind: 'tcp', host: 'localhost', port: 64331, network: 'tcp' };
 const DEFAULT_BLOCKING_SEND_TIMEOUT_MS = 30_000;
 const SOCKET_END_GRACE_MS = 1_000;
+/** Frames of one tick are concatenated into writes of up to this many bytes; a larger frame is written alone. */
+const WRITE_BATCH_BYTES = 64 * 1024;
 const PKI_CACHE_EPOCHS = 5;
 const U32_MAX = 0xffffffff;
 
@@ -344,6 +346,9 @@ interface Connection {
   dead: boolean;
   error: Error | null;
   timer: NodeJS.Timeout | null;
+  /** Frames written this tick, sent together by flushWrites (in order). */
+  outq: Buffer[];
+  flushScheduled: boolean;
 }
 
 interface ArqIdentity {
@@ -405,6 +410,8 @@ function positiveOption(name: string, v: unknown, dflt: number): number {
  */
 export class ThinClient extends EventEmitter<EventArgs> {
   private readonly dial: DialConfig;
+  /** Every call's deadline, swept by one timer (no timer per request). */
+  private readonly deadlines = new DeadlineSweep();
   private readonly handshakeTimeoutMs: number;
   private readonly requestTimeoutMs: number;
   private readonly maxFrameLength: number;
@@ -1253,11 +1260,54 @@ export class ThinClient extends EventEmitter<EventArgs> {
     if (!conn || !this.write(conn, frame)) throw new DaemonDisconnectedError('the daemon connection is down');
   }
 
-  /** One socket.write per frame, so frames never interleave. */
+  /**
+   * Write a frame, whole and in order. The first frame of a tick goes out at
+   * once (no added latency for one request at a time); the ones after it in
+   * the same tick are queued and leave together in one socket.write
+   * (flushWrites, on setImmediate).
+   */
   private write(conn: Connection, frame: Buffer): boolean {
     if (conn.dead || conn.socket.destroyed || !conn.socket.writable) return false;
+    if (conn.flushScheduled) {
+      conn.outq.push(frame);
+      return true;
+    }
+    conn.flushScheduled = true;
+    setImmediate(() => this.flushWrites(conn));
     conn.socket.write(frame);
     return true;
+  }
+
+  /** Write the queued frames: small ones concatenated, a large one on its own (no copy). A dead connection drops them. */
+  private flushWrites(conn: Connection): void {
+    conn.flushScheduled = false;
+    const q = conn.outq;
+    if (q.length === 0) return;
+    conn.outq = [];
+    if (conn.dead || conn.socket.destroyed || !conn.socket.writable) return;
+    if (q.length === 1) {
+      conn.socket.write(q[0]);
+      return;
+    }
+    let batch: Buffer[] = [];
+    let size = 0;
+    const send = () => {
+      if (batch.length === 1) conn.socket.write(batch[0]);
+      else if (batch.length > 1) conn.socket.write(Buffer.concat(batch, size));
+      batch = [];
+      size = 0;
+    };
+    for (const f of q) {
+      if (f.length > WRITE_BATCH_BYTES) {
+        send();
+        conn.socket.write(f);
+        continue;
+      }
+      if (size + f.length > WRITE_BATCH_BYTES) send();
+      batch.push(f);
+      size += f.length;
+    }
+    send();
   }
 
   private localCall(kind: AnyRequestKind, body: Record<string, unknown>, op: string, sizeArg: string, opts: CallOptions = {}): Promise<Record<string, unknown>> {
@@ -1292,10 +1342,10 @@ export class ThinClient extends EventEmitter<EventArgs> {
     if (!queryId) throw new Error(`internal: ${kind} without query_id`);
 
     return new Promise((resolve, reject) => {
-      let timer: NodeJS.Timeout | undefined;
+      let timer: Deadline | undefined;
       const onAbort = () => this.abandon(p, new OperationCancelledError(`${spec.op} was aborted`));
       const settle = () => {
-        clearTimeout(timer);
+        if (timer) this.deadlines.cancel(timer);
         spec.signal?.removeEventListener('abort', onAbort);
         if (this.pending.get(p.key) === p) this.pending.delete(p.key);
         if (p.arq && this.arqInFlight.get(p.arq.key) === p) this.arqInFlight.delete(p.arq.key);
@@ -1321,10 +1371,10 @@ export class ThinClient extends EventEmitter<EventArgs> {
       const armDeadline = () => {
         if (spec.timeoutMs === undefined || timer !== undefined) return;
         const ms = spec.timeoutMs;
-        timer = setTimeout(() => {
+        timer = this.deadlines.add(ms, () => {
           const waiting = this.state === 'connected' ? '' : ' (the daemon connection is down)';
           this.abandon(p, new ThinClientTimeoutError(`${spec.op} timed out after ${ms} ms${waiting}`));
-        }, ms);
+        });
       };
       if (spec.timeoutFromWrite) p.onWritten = armDeadline;
       else armDeadline();
@@ -1488,6 +1538,8 @@ export class ThinClient extends EventEmitter<EventArgs> {
       dead: false,
       error: null,
       timer: null,
+      outq: [],
+      flushScheduled: false,
     };
     this.handshaking = conn;
     conn.timer = setTimeout(() => {
@@ -1780,6 +1832,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
     if (hs) this.failConnection(hs, new OperationCancelledError(why));
     if (conn) {
       if (sayGoodbye) this.write(conn, encodeFrame(encodeRequest('thin_close', requestBodies.thinClose())));
+      this.flushWrites(conn); // what was written before close() still goes out, thin_close last
       conn.dead = true;
       await endSocket(conn.socket);
     }
@@ -2082,4 +2135,68 @@ function endSocket(socket: Duplex): Promise<void> {
     });
     socket.end();
   });
+}
+
+// ------------------------------------------------------------ deadline sweep
+interface Deadline {
+  at: number;
+  fire: () => void;
+}
+
+/** Node's setTimeout fires after 1 ms for anything longer than this. */
+const MAX_TIMER_MS = 0x7fffffff;
+
+/**
+ * The deadlines of all calls under one timer, armed for the earliest live
+ * one. add() and cancel() are O(1) (a Set); only a timer firing walks the
+ * live deadlines, firing the due ones and re-arming for the next (a
+ * cancelled earliest deadline costs one early wake-up, nothing more). A
+ * deadline fires no earlier than `ms` after add(), like setTimeout; with no
+ * live deadline no timer is armed, so an idle client keeps no process alive.
+ */
+class DeadlineSweep {
+  private readonly live = new Set<Deadline>();
+  private timer: NodeJS.Timeout | null = null;
+  private timerAt = Infinity;
+
+  add(ms: number, fire: () => void): Deadline {
+    const d: Deadline = { at: performance.now() + ms, fire };
+    this.live.add(d);
+    if (d.at < this.timerAt) this.arm(d.at);
+    return d;
+  }
+
+  cancel(d: Deadline): void {
+    if (this.live.delete(d) && this.live.size === 0) this.disarm();
+  }
+
+  private disarm(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.timerAt = Infinity;
+  }
+
+  private arm(at: number): void {
+    this.disarm();
+    const wait = Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - performance.now())));
+    this.timerAt = at;
+    this.timer = setTimeout(() => this.sweep(), wait);
+  }
+
+  private sweep(): void {
+    this.timer = null;
+    this.timerAt = Infinity;
+    const now = performance.now();
+    const due: Deadline[] = [];
+    for (const d of this.live) if (d.at <= now) due.push(d);
+    due.sort((a, b) => a.at - b.at);
+    for (const d of due) {
+      // An earlier callback may have cancelled this one.
+      if (!this.live.delete(d)) continue;
+      d.fire();
+    }
+    let next = Infinity;
+    for (const d of this.live) if (d.at < next) next = d.at;
+    if (next < this.timerAt) this.arm(next);
+  }
 }

@@ -18,9 +18,25 @@ export function blake2b256(data: Uint8Array): Buffer {
   return Buffer.from(blake2b(data, { dkLen: 32 }));
 }
 
+// Query ids come from a pool of random bytes refilled 4 KiB at a time (one
+// randomBytes call per 256 ids); each id is copied out, so it owns its memory
+// and the pool never appears in a frame or a caller's hands.
+const QUERY_ID_POOL_BYTES = 4096;
+let queryIdPool = Buffer.alloc(0);
+let queryIdOffset = 0;
+
 /** 16 random bytes identifying one request; echoed back in the reply (§3.1). */
 export function newQueryId(): Buffer {
-  return randomBytes(QUERY_ID_LENGTH);
+  if (queryIdOffset + QUERY_ID_LENGTH > queryIdPool.length) {
+    queryIdPool = randomBytes(QUERY_ID_POOL_BYTES);
+    queryIdOffset = 0;
+  }
+  const id = Buffer.allocUnsafeSlow(QUERY_ID_LENGTH);
+  queryIdPool.copy(id, 0, queryIdOffset, queryIdOffset + QUERY_ID_LENGTH);
+  // Used bytes are wiped, so the pool holds only ids not yet handed out.
+  queryIdPool.fill(0, queryIdOffset, queryIdOffset + QUERY_ID_LENGTH);
+  queryIdOffset += QUERY_ID_LENGTH;
+  return id;
 }
 
 /** 16 random bytes naming the SURB of a legacy send; the reply event carries it back (§3.3). */

@@ -1146,6 +1146,11 @@ export class EmulatorServer implements Emulator {
 
   /** One mixnet leg: wait until online, then the latency; repeat the wait if the mixnet went away meanwhile. */
   private async transit(ms: number, signal: AbortSignal): Promise<void> {
+    // Instant legs (--instant, or a zero draw) take no timer hop at all.
+    if (ms <= 0 && this.online) {
+      if (signal.aborted) throw signal.reason;
+      return;
+    }
     await this.whenOnline(signal);
     await sleep(ms, signal);
     while (!this.online) await this.whenOnline(signal);
