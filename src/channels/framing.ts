@@ -1,9 +1,10 @@
 /**
  * Channel message framing, version 1.
  *
- * A Pigeonhole box holds at most MaxPlaintextPayloadLength bytes (1553 on the
- * reference network) and box boundaries are not message boundaries once a
- * payload goes through a copy stream. Every channel message therefore starts,
+ * A Pigeonhole box holds at most MaxPlaintextPayloadLength bytes (1553 on
+ * kpclientd v0.0.76, 1549 on v0.0.99: the geometry the daemon announces)
+ * and box boundaries are not message boundaries once a payload goes through
+ * a copy stream. Every channel message therefore starts,
  * at a box boundary, with a small header that tells the reader how to parse it.
  *
  * ```
