@@ -6,6 +6,8 @@ module.exports = {
   spec: ['test/mixnet/**/*.test.ts'],
   timeout: 10 * 60 * 1000,
   slow: 60 * 1000,
+  // A real mixnet drops a packet now and then (legacy sends have no retransmission): one more try, reported as such.
+  retries: 1,
   reporter: require.resolve('../support/reporter.cjs'),
   exit: true,
 };

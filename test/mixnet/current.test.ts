@@ -84,7 +84,7 @@ describe('real kpclientd v0.0.99: the current protocol', function () {
     await c?.close();
   });
 
-  it('sends the 25-key reply envelope, so the client sees a current daemon that supports every newer method', async () => {
+  it('sends the 25-key reply envelope, so the client sees a current daemon that supports every newer method @ci', async () => {
     assert.deepEqual(await firstEnvelopeKeys(), [...CURRENT_RESPONSE_KINDS]);
     assert.equal(c.daemonProtocol(), 'current');
     for (const m of ['getDirectoryAuthorities', 'voucherMint', 'voucherInduct', 'voucherOpen', 'voucherDeriveStream'] as CurrentOnlyMethod[]) {
@@ -93,7 +93,7 @@ describe('real kpclientd v0.0.99: the current protocol', function () {
     assert.equal(c.pigeonholeGeometry().MaxPlaintextPayloadLength, 1549);
   });
 
-  it('getDirectoryAuthorities: the configured authorities, each hash the key of its signature on the signed document', async () => {
+  it('getDirectoryAuthorities: the configured authorities, each hash the key of its signature on the signed document @ci', async () => {
     const auths = await c.getDirectoryAuthorities();
     assert.deepEqual(auths.map((a) => a.identifier).sort(), ['auth1', 'auth2', 'auth3']);
     const cert = decodeCborFaithful((await c.getPkiDocumentRaw(0)).payload);
@@ -228,14 +228,14 @@ describe('real kpclientd v0.0.99 over WebSocket ([Listen.Ws])', function () {
     await c?.close();
   });
 
-  it('completes the handshake: a current daemon with geometries and a PKI document', () => {
+  it('completes the handshake: a current daemon with geometries and a PKI document @ci', () => {
     assert.equal(c.address, address);
     assert.equal(c.daemonProtocol(), 'current');
     assert.ok(c.pkiDocument(), 'a PKI document');
     assert.equal(c.sphinxGeometry().UserForwardPayloadLength, 2000);
   });
 
-  it('serves local requests: keypair, index, directory authorities, a voucher', async () => {
+  it('serves local requests: keypair, index, directory authorities, a voucher @ci', async () => {
     const kp = await c.newKeypair(randomBytes(32));
     assert.equal((await c.nextMessageBoxIndex(kp.firstMessageIndex)).length, 104);
     assert.equal((await c.getDirectoryAuthorities()).length, 3);
