@@ -675,7 +675,7 @@ describe('ThinClient: every public method against the real kpclientd v0.0.99', f
       clients.push(f);
       assert.equal(f.address, daemonAddress());
       await f.connect();
-      assert.equal(f.pkiDocument()?.epoch, c.pkiDocument()?.epoch);
+      assert.ok(Math.abs(f.pkiDocument()!.epoch - c.pkiDocument()!.epoch) <= 1, 'the same daemon, the same document (give or take an epoch boundary)');
       await f.close();
     } finally {
       rmSync(dir, { recursive: true, force: true });
