@@ -9,15 +9,10 @@
 //  - an error without a Catch node reads as its sentence in the debug sidebar (item 5);
 //  - every palette label fits on one line (item 7).
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import type * as Start from '../../scripts/start.mjs';
+import type { Page } from 'playwright-core';
+import { ARTIFACTS, ROOT, openDemoEditor, type EditorSession } from './browser';
 
-const ROOT = join(__dirname, '..', '..');
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = join(ROOT, 'test-artifacts', 'e2e');
 const MODULE = '@katzenpost-community/node-red-katzenpost';
 const DAEMON_ID = '4b50000000000001';
 
@@ -48,45 +43,17 @@ function runtimeWords(fn: () => unknown, name: string): string {
 
 describe('e2e: issue #12 in the editor (forms, imports, statuses)', function () {
   this.timeout(180_000);
-  let demo: Start.Demo | null = null;
-  let context: BrowserContext | null = null;
+  let session: EditorSession | null = null;
   let page: Page;
-  let profileDir = '';
-  let userDir = '';
   const pageErrors: string[] = [];
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      if (process.env.CI === 'true') throw new Error(`${CHROMIUM} is absent, so the editor cannot be tested (apt-get install chromium)`);
-      console.log(`      skipped: ${CHROMIUM} is absent (apt-get install chromium; .ci/run installs it)`);
-      this.skip();
-    }
-    mkdirSync(ARTIFACTS, { recursive: true });
-    const start = (await import(join(ROOT, 'scripts', 'start.mjs'))) as typeof Start;
-    userDir = mkdtempSync(join(tmpdir(), 'kp-e2e12-user-'));
-    demo = await start.startDemo({
-      port: 0, emulatorListen: '127.0.0.1:0', userDir, resetFlows: true,
-      stdio: join(ARTIFACTS, 'node-red-issue12.log'), log: () => {}, emulatorLog: () => {},
-    });
-    profileDir = mkdtempSync(join(tmpdir(), 'kp-e2e12-chromium-'));
-    context = await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1600, height: 900 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync'],
-    });
-    page = context.pages()[0] ?? (await context.newPage());
-    page.on('pageerror', (e) => pageErrors.push(`${e.name}: ${e.message}`));
-    await page.goto(demo.editorUrl);
-    await page.waitForFunction(() => typeof RED !== 'undefined' && RED.nodes && RED.nodes.getType && RED.workspaces.count() > 0
-      && document.querySelector('.red-ui-palette-node') !== null, null, { timeout: 60_000 });
+    session = await openDemoEditor(this, 'issue12', pageErrors);
+    ({ page } = session);
   });
 
   after(async function () {
-    await context?.close().catch(() => {});
-    await demo?.stop();
-    for (const d of [profileDir, userDir]) if (d) rmSync(d, { recursive: true, force: true });
+    await session?.close();
   });
 
   afterEach(async function () {

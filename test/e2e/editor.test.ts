@@ -4,15 +4,11 @@
 // flows), on ephemeral ports. Screenshots go to test-artifacts/e2e/;
 // KATZENPOST_UPDATE_SCREENSHOTS=1 also copies the README's to docs/screenshots/.
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
-import type * as Start from '../../scripts/start.mjs';
+import type { Page } from 'playwright-core';
+import { ARTIFACTS, ROOT, openDemoEditor, type EditorSession } from './browser';
 
-const ROOT = join(__dirname, '..', '..');
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = join(ROOT, 'test-artifacts', 'e2e');
 const SCREENSHOTS = join(ROOT, 'docs', 'screenshots');
 const MODULE = '@katzenpost-community/node-red-katzenpost';
 // The example the test imports and runs: inject "hello mixnet" -> blocking send to echo -> debug.
@@ -29,11 +25,8 @@ const declaredTypes = Object.keys((JSON.parse(readFileSync(join(ROOT, 'package.j
 
 describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
   this.timeout(180_000);
-  let demo: Start.Demo | null = null;
-  let context: BrowserContext | null = null;
+  let session: EditorSession | null = null;
   let page: Page;
-  let profileDir = '';
-  let userDir = '';
   const pageErrors: string[] = [];
   const consoleErrors: string[] = [];
 
@@ -59,43 +52,13 @@ describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
   }
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      // Under CI the editor must be tested: a missing browser is a failure, never a silent skip.
-      if (process.env.CI === 'true') {
-        throw new Error(`${CHROMIUM} is absent, so the editor cannot be tested (CI=true: this fails instead of skipping; apt-get install chromium)`);
-      }
-      console.log(`      skipped: ${CHROMIUM} is absent (apt-get install chromium; .ci/run installs it)`);
-      this.skip();
-    }
-    mkdirSync(ARTIFACTS, { recursive: true });
-    const start = (await import(join(ROOT, 'scripts', 'start.mjs'))) as typeof Start;
-    userDir = mkdtempSync(join(tmpdir(), 'kp-e2e-user-'));
-    demo = await start.startDemo({
-      port: 0, emulatorListen: '127.0.0.1:0', userDir, resetFlows: true,
-      stdio: join(ARTIFACTS, 'node-red.log'), log: () => {}, emulatorLog: () => {},
-    });
-    profileDir = mkdtempSync(join(tmpdir(), 'kp-e2e-chromium-'));
-    context = await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1600, height: 900 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync'],
-    });
-    page = context.pages()[0] ?? (await context.newPage());
-    page.on('pageerror', (e) => pageErrors.push(`${e.name}: ${e.message}`));
-    page.on('console', (m) => { if (m.type() === 'error') consoleErrors.push(m.text()); });
-    await page.goto(demo.editorUrl);
-    // The editor is ready when the palette holds our nodes and the flows are loaded.
-    await page.waitForFunction(() => typeof RED !== 'undefined' && RED.nodes && RED.nodes.getType && RED.workspaces.count() > 0
-      && document.querySelector('.red-ui-palette-node') !== null, null, { timeout: 60_000 });
+    session = await openDemoEditor(this, 'e2e', pageErrors, consoleErrors);
+    ({ page } = session);
   });
 
   after(async function () {
     if (consoleErrors.length) console.log(`      browser console errors (not failures):\n        ${consoleErrors.slice(0, 10).join('\n        ')}`);
-    await context?.close().catch(() => {});
-    await demo?.stop();
-    for (const d of [profileDir, userDir]) if (d) rmSync(d, { recursive: true, force: true });
+    await session?.close();
   });
 
   afterEach(function () {

@@ -4,16 +4,13 @@
 // flows), on ephemeral ports. Screenshots go to test-artifacts/e2e/;
 // KATZENPOST_UPDATE_SCREENSHOTS=1 also copies the README's to docs/screenshots/.
 import assert from 'node:assert/strict';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import type { Page } from 'playwright-core';
 import { ThinClient } from '../../src/client/client';
 import type * as Start from '../../scripts/start.mjs';
+import { ARTIFACTS, ROOT, openDemoEditor, type EditorSession } from './browser';
 
-const ROOT = join(__dirname, '..', '..');
-const CHROMIUM = '/usr/bin/chromium';
-const ARTIFACTS = join(ROOT, 'test-artifacts', 'e2e');
 const SCREENSHOTS = join(ROOT, 'docs', 'screenshots');
 const CHANNEL_TAB = 'Two flows talking through a channel';
 const CHANNEL_TEXT = 'hello channel';
@@ -32,10 +29,9 @@ interface ApiState {
 
 describe('e2e: the Katzenpost sidebar tab in the Node-RED editor, in Chromium', function () {
   this.timeout(180_000);
+  let session: EditorSession | null = null;
   let demo: Start.Demo | null = null;
-  let context: BrowserContext | null = null;
   let page: Page;
-  let profileDir = '';
   let userDir = '';
   const pageErrors: string[] = [];
 
@@ -64,36 +60,12 @@ describe('e2e: the Katzenpost sidebar tab in the Node-RED editor, in Chromium', 
   const card = () => page.locator('.kp-sb-channel', { has: page.locator('.kp-sb-name', { hasText: /^demo$/ }) });
 
   before(async function () {
-    if (!existsSync(CHROMIUM)) {
-      console.log(`      skipped: ${CHROMIUM} is absent (apt-get install chromium; .ci/run installs it)`);
-      this.skip();
-    }
-    mkdirSync(ARTIFACTS, { recursive: true });
-    const start = (await import(join(ROOT, 'scripts', 'start.mjs'))) as typeof Start;
-    userDir = mkdtempSync(join(tmpdir(), 'kp-e2e-sidebar-user-'));
-    demo = await start.startDemo({
-      port: 0, emulatorListen: '127.0.0.1:0', userDir, resetFlows: true,
-      stdio: join(ARTIFACTS, 'node-red-sidebar.log'), log: () => {}, emulatorLog: () => {},
-    });
-    profileDir = mkdtempSync(join(tmpdir(), 'kp-e2e-sidebar-chromium-'));
-    context = await chromium.launchPersistentContext(profileDir, {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1600, height: 900 },
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync'],
-    });
-    page = context.pages()[0] ?? (await context.newPage());
-    page.on('pageerror', (e) => pageErrors.push(`${e.name}: ${e.message}`));
-    await page.goto(demo.editorUrl);
-    await page.waitForFunction(() => typeof RED !== 'undefined' && RED.nodes && RED.workspaces.count() > 0
-      && document.querySelector('.red-ui-palette-node') !== null, null, { timeout: 60_000 });
+    session = await openDemoEditor(this, 'sidebar', pageErrors);
+    ({ demo, page, userDir } = session);
   });
 
   after(async function () {
-    await context?.close().catch(() => {});
-    await demo?.stop();
-    for (const d of [profileDir, userDir]) if (d) rmSync(d, { recursive: true, force: true });
+    await session?.close();
   });
 
   afterEach(function () {
