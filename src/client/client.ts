@@ -4,7 +4,7 @@
  * One object owns one session (its 16-byte session token) and at most one
  * socket at a time. Requests are multiplexed by query ID; the blocking ARQ
  * calls (start_resending_*) are tracked so that they can be replayed
- * verbatim after the daemon restarts (§2.6). Encoding, framing and error
+ * verbatim on every reconnect (§2.6, and see onHandshakeComplete). Encoding, framing and error
  * tables live in wire.ts / errors.ts and are shared with the emulator.
  */
 import { randomBytes } from 'node:crypto';
@@ -866,7 +866,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
   /**
    * Send an encrypted read or write through the daemon's ARQ and block until
    * its final outcome (§3.7): the plaintext for reads, null for writes.
-   * Replayed verbatim if the daemon restarts meanwhile.
+   * Replayed verbatim if the connection is lost meanwhile.
    * @throws InvalidArgumentError; the replica/courier errors of §5.5 (BoxIDNotFoundError,
    *         TombstoneError, StartResendingCancelledError, …); OperationCancelledError (signal)
    *         and ThinClientTimeoutError (timeoutMs), both of which also cancel on the daemon
@@ -1025,7 +1025,7 @@ export class ThinClient extends EventEmitter<EventArgs> {
   /**
    * Tell a courier to copy the temporary stream of `writeCap` to its
    * destinations, blocking until done (§3.9). Optionally pinned to a courier.
-   * Replayed verbatim if the daemon restarts meanwhile.
+   * Replayed verbatim if the connection is lost meanwhile.
    * @throws InvalidArgumentError, CopyCommandFailedError (replicaErrorCode, failedEnvelopeIndex),
    *         StartResendingCancelledError, OperationCancelledError / ThinClientTimeoutError (also cancel on the daemon)
    */
@@ -1684,9 +1684,12 @@ export class ThinClient extends EventEmitter<EventArgs> {
     this.reconnectAttempt = 0;
     this.lastSocketError = null;
     if (reconnecting && (daemonRestarted || !this.sessionResumed)) this.rejectLostSurbWaiters(daemonRestarted);
-    // A new daemon (or one that forgot our session) knows nothing of our ARQ
-    // operations, so they are replayed; a resumed session still has them.
-    const replayed = this.flushPending(conn, daemonRestarted || !this.sessionResumed);
+    // Every reconnect replays the in-flight ARQ operations. A new daemon knows
+    // nothing of them; and a daemon that resumed our session has dropped them
+    // too: kpclientd discards Pigeonhole replies for a disconnected client and
+    // deletes the ARQ entry at its next resend (measured on v0.0.99; the
+    // reference bindings replay only on a restart and so lose these).
+    const replayed = this.flushPending(conn, reconnecting);
     this.log.info(
       `connection ${conn.id}: ${reconnecting ? 're' : ''}connected to ${describeDial(this.dial)} (resumed ${this.sessionResumed}${reconnecting ? `, daemon restarted ${daemonRestarted}, replayed ${replayed}` : ''})`,
     );

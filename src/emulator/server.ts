@@ -907,10 +907,27 @@ export class EmulatorServer implements Emulator {
       this.destroySession(s);
       return;
     }
+    this.dropArqOperations(s);
     s.graceTimer = setTimeout(() => {
       this.log(`session grace period over, destroying its state`);
       this.destroySession(s);
     }, this.graceMs);
+  }
+
+  /**
+   * kpclientd discards a Pigeonhole reply for a client that is not connected
+   * and deletes the ARQ entry at its next resend (§2.3), so a session that
+   * goes away loses its in-flight ARQ operations; only legacy replies queue.
+   * Work already handed to the courier (a box written, a copy running) goes on.
+   */
+  private dropArqOperations(s: Session): void {
+    if (s.ops.size === 0) return;
+    this.log(`session away: ${s.ops.size} in-flight ARQ operations dropped, as kpclientd drops them`);
+    for (const op of [...s.ops]) {
+      op.finished = true;
+      this.unregister(op);
+      op.abort.abort();
+    }
   }
 
   private destroySession(s: Session): void {

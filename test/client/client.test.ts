@@ -809,7 +809,7 @@ describe('ThinClient against a scripted daemon', function () {
       assert.equal(conn2.requests.filter((r) => r.kind === 'start_resending_encrypted_message').length, 1, 'no duplicates');
     });
 
-    it('does not replay to the same daemon that resumed the session, but re-sends local requests', async () => {
+    it('replays in-flight ARQ requests to a daemon that resumed the session (kpclientd dropped them), and re-sends local requests', async () => {
       const [c, conn] = await connected();
       const arq = c.startResendingEncryptedMessage(write);
       const local = c.nextMessageBoxIndex(IDX);
@@ -822,15 +822,19 @@ describe('ThinClient against a scripted daemon', function () {
       const conn2 = await daemon.accept();
       const tok = await conn2.handshake({ instanceToken: TOKEN_A, resumed: true });
       assert.deepEqual(tok.body.client_instance_token, c.sessionToken, 'the same session token');
+      const replay = await conn2.next('start_resending_encrypted_message');
+      assert.ok(replay.raw.equals(s1.raw), 'the replay is byte-for-byte the original frame');
       const l2 = await conn2.next('next_message_box_index');
       conn2.send('next_message_box_index_reply', { query_id: l2.body.query_id, next_message_box_index: IDX, error_code: 0 });
       await local;
-      assert.deepEqual(await reconnected, { type: 'daemonReconnected', instanceToken: TOKEN_A, resumed: true, daemonRestarted: false, replayed: 0 });
-      await sleep(30);
-      assert.equal(conn2.requests.filter((r) => r.kind === 'start_resending_encrypted_message').length, 0);
-      // The resumed daemon still answers the original query.
-      conn2.send('start_resending_encrypted_message_reply', { query_id: s1.body.query_id, plaintext: null, error_code: 0, courier_identity_hash: null, courier_queue_id: null });
+      assert.deepEqual(await reconnected, { type: 'daemonReconnected', instanceToken: TOKEN_A, resumed: true, daemonRestarted: false, replayed: 1 });
+      // Answered once; a second answer for the same query (the daemon kept the first attempt too) is dropped.
+      const reply = { query_id: s1.body.query_id, plaintext: null, error_code: 0, courier_identity_hash: null, courier_queue_id: null };
+      conn2.send('start_resending_encrypted_message_reply', reply);
+      conn2.send('start_resending_encrypted_message_reply', reply);
       await arq;
+      await sleep(30);
+      assert.equal(conn2.requests.filter((r) => r.kind === 'start_resending_encrypted_message').length, 1, 'replayed exactly once');
     });
 
     it('an ARQ call aborted or timed out while the socket is down is cancelled on the resumed session, before a new start of the same identity', async () => {

@@ -510,6 +510,27 @@ describe('blockingSendMessage across a lost connection to the emulator', functio
     assert.deepEqual(kinds.slice(at, at + 3), ['session_token_reply', 'message_sent_event', 'message_reply_event']);
   });
 
+  it('a blocked read across a plain socket drop with a resumed session: replayed (the daemon dropped it), completes once', async () => {
+    await setUp();
+    const starts = () => logs.filter((l) => /^conn \d+: start_resending_encrypted_message$/.test(l)).length;
+    const kp = await client.newKeypair(randomBytes(32));
+    const enc = await client.encryptRead(kp.readCap, kp.firstMessageIndex);
+    const read = client.startResendingEncryptedMessage(readParams(kp.readCap, kp.firstMessageIndex, enc));
+    await waitFor(() => starts() === 1, 5000, 'the read to reach the emulator');
+    proxy.holdConnections();
+    proxy.cut();
+    await waitFor(() => emulator.connectionCount() === 0, 5000, 'the emulator to see the drop');
+    assert.ok(logs.some((l) => /session away: 1 in-flight ARQ operations dropped/.test(l)), 'the emulator dropped the read, as kpclientd does');
+    const r = await releaseReconnect();
+    assert.equal(r.resumed, true);
+    assert.equal(r.daemonRestarted, false);
+    assert.equal(r.replayed, 1);
+    await writeBox(client, kp.writeCap, kp.firstMessageIndex, 'written after the resume');
+    assert.equal((await read).plaintext?.toString(), 'written after the resume');
+    // The read, its one replay, and the write.
+    assert.equal(starts(), 3);
+  });
+
   it('emulator.restart(): the waiter rejects as soon as the client is back, not at its timeout', async () => {
     await setUp();
     const t0 = Date.now();
