@@ -25,14 +25,14 @@ const PIPELINE = 32;
 const started = Date.now();
 const BUDGET_MS = 55_000;
 
-for (const f of ['dist/index.js', 'dist/client/wire.js', 'dist/emulator/cli.js']) {
+for (const f of ['dist/index.js', 'dist/wire/index.js', 'dist/emulator/cli.js']) {
   if (!existsSync(join(ROOT, f))) {
     console.error(`bench: ${f} is missing; run npm run build (npm run bench does)`);
     process.exit(1);
   }
 }
 const lib = require(join(ROOT, 'dist', 'index.js'));
-const wire = require(join(ROOT, 'dist', 'client', 'wire.js'));
+const wire = require(join(ROOT, 'dist', 'wire', 'index.js'));
 
 // --------------------------------------------------------- minimal daemon
 // `bench.mjs --minimal-daemon PATH`: the least a kpclientd can do, in its own

@@ -79,8 +79,8 @@ export {
   VOUCHER_SALT_LENGTH,
   VOUCHER_SECRET_KEY_LENGTH,
   WRITE_CAP_LENGTH,
-} from './client/wire';
-export type { AnyRequestKind, HeadRequestKind, HeadResponseKind, PigeonholeGeometry, RequestKind, ResponseKind, SphinxGeometry } from './client/wire';
+} from './wire';
+export type { AnyRequestKind, HeadRequestKind, HeadResponseKind, PigeonholeGeometry, RequestKind, ResponseKind, SphinxGeometry } from './wire';
 export {
   describeDial,
   loadThinClientConfig,

@@ -41,7 +41,7 @@
  * The index of a message is the counter of its first box (decimal string).
  */
 import { blake2b256 } from '../client/crypto';
-import { MAX_COPY_PAYLOAD_LENGTH } from '../client/wire';
+import { MAX_COPY_PAYLOAD_LENGTH } from '../wire';
 
 export const FRAME_MAGIC_0 = 0x4b;
 export const FRAME_MAGIC_1 = 0x43;

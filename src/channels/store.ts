@@ -73,7 +73,7 @@ import {
   StartResendingCancelledError,
   TombstoneError,
 } from '../client/errors';
-import { READ_CAP_LENGTH, SEED_LENGTH, WRITE_CAP_LENGTH, MESSAGE_BOX_INDEX_LENGTH } from '../client/wire';
+import { READ_CAP_LENGTH, SEED_LENGTH, WRITE_CAP_LENGTH, MESSAGE_BOX_INDEX_LENGTH } from '../wire';
 import {
   ChannelBusyError,
   ChannelCapsMismatchError,

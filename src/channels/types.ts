@@ -5,7 +5,7 @@
  * directly.
  */
 import type { ResendParams } from '../client/client';
-import type { PigeonholeGeometry } from '../client/wire';
+import type { PigeonholeGeometry } from '../wire';
 
 /** The result of an encrypt_read / encrypt_write call. */
 export interface ChannelEncryptResult {

@@ -83,8 +83,8 @@ import {
   requestBodies,
   toBigInt,
   toNumber,
-} from './wire';
-import type { AnyRequestKind, HeadRequestKind, PigeonholeGeometry, SphinxGeometry } from './wire';
+} from '../wire';
+import type { AnyRequestKind, HeadRequestKind, PigeonholeGeometry, SphinxGeometry } from '../wire';
 
 // ------------------------------------------------------------------ public types
 export interface Logger {

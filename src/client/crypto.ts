@@ -11,7 +11,7 @@ import type { blake2b as Blake2b } from '@noble/hashes/blake2.js' with { 'resolu
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { blake2b } = require('@noble/hashes/blake2.js') as { blake2b: typeof Blake2b };
 
-import { MESSAGE_ID_LENGTH, QUERY_ID_LENGTH, SURB_ID_LENGTH } from './wire';
+import { MESSAGE_ID_LENGTH, QUERY_ID_LENGTH, SURB_ID_LENGTH } from '../wire';
 
 /** BLAKE2b with a 32-byte digest and no key: envelope hashes, write-cap hashes, destination hashes. */
 export function blake2b256(data: Uint8Array): Buffer {

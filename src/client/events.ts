@@ -4,7 +4,7 @@
  * its own queue grow.
  */
 import type { PkiDocument } from './pki';
-import type { PigeonholeGeometry, SphinxGeometry } from './wire';
+import type { PigeonholeGeometry, SphinxGeometry } from '../wire';
 
 /** The daemon's mixnet connectivity changed, or a (re)connect handshake reported it. */
 export interface ConnectionStatusEvent {

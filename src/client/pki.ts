@@ -10,7 +10,7 @@
 import { randomInt } from 'node:crypto';
 import { blake2b256 } from './crypto';
 import { NotEnoughCouriersError, ProtocolError, ServiceNotFoundError } from './errors';
-import { bytesOrNull, decodeCborFaithful, toNumber } from './wire';
+import { bytesOrNull, decodeCborFaithful, toNumber } from '../wire';
 
 /** A mix, gateway or service node (§6.3). */
 export interface MixDescriptor {

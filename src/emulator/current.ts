@@ -14,7 +14,7 @@ import {
   DEFAULT_PIGEONHOLE_GEOMETRY,
   RESPONSE_KINDS,
   type PigeonholeGeometry,
-} from '../client/wire';
+} from '../wire';
 import { blake2b256, type Network } from './pki';
 import { PINNED_SCHEMAS, type RequestBody, type RequestSchemas } from './requests';
 import { NO_REPLY, VOUCHER_SCHEMAS, voucherDeriveStream, voucherInduct, voucherMint, voucherOpen } from './vouchers';

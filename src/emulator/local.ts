@@ -3,7 +3,7 @@
  * §3.12, §3.14-§3.16): pure functions from a decoded request body to the
  * reply body, every field in §4 order, null where Go sends nil.
  */
-import { MAX_COPY_PAYLOAD_LENGTH, SEED_LENGTH, u64 } from '../client/wire';
+import { MAX_COPY_PAYLOAD_LENGTH, SEED_LENGTH, u64 } from '../wire';
 import {
   decodeStreamBuffer,
   deriveKeypair,

@@ -17,7 +17,7 @@
  *    descriptor holds.
  */
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, randomInt, sign, verify } from 'node:crypto';
-import { decodeCbor, encodeCbor, MESSAGE_BOX_INDEX_LENGTH, READ_CAP_LENGTH, type PigeonholeGeometry } from '../client/wire';
+import { decodeCbor, encodeCbor, MESSAGE_BOX_INDEX_LENGTH, READ_CAP_LENGTH, type PigeonholeGeometry } from '../wire';
 import { blake2b256, ed25519FromSeed, ed25519PublicKey } from './pki';
 
 // ------------------------------------------------------------------ sizes

@@ -12,7 +12,7 @@ import { createPrivateKey, createPublicKey, randomBytes, sign, type KeyObject } 
 import type { blake2b as Blake2b } from '@noble/hashes/blake2.js' with { 'resolution-mode': 'import' };
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { blake2b } = require('@noble/hashes/blake2.js') as { blake2b: typeof Blake2b };
-import { PIGEONHOLE_GEOMETRY_KEYS, SPHINX_GEOMETRY_KEYS, type PigeonholeGeometry, type SphinxGeometry } from '../client/wire';
+import { PIGEONHOLE_GEOMETRY_KEYS, SPHINX_GEOMETRY_KEYS, type PigeonholeGeometry, type SphinxGeometry } from '../wire';
 
 export function blake2b256(...parts: Uint8Array[]): Buffer {
   const h = blake2b.create({ dkLen: 32 });

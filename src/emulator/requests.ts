@@ -11,7 +11,7 @@ import {
   READ_CAP_LENGTH,
   WRITE_CAP_LENGTH,
   type RequestKind,
-} from '../client/wire';
+} from '../wire';
 
 export class RequestDecodeError extends Error {
   override name = 'RequestDecodeError';

@@ -27,7 +27,7 @@ import {
   type PigeonholeGeometry,
   type ResponseKind,
   type SphinxGeometry,
-} from '../client/wire';
+} from '../wire';
 import { handleCurrentRequest, profileFor, type ProtocolLevel, type ProtocolProfile } from './current';
 import * as local from './local';
 import {

@@ -33,7 +33,7 @@ import {
   VOUCHER_SALT_LENGTH,
   VOUCHER_SECRET_KEY_LENGTH,
   WRITE_CAP_LENGTH,
-} from '../client/wire';
+} from '../wire';
 import { deriveKeypair, mutateIndex } from './pigeonhole';
 import { blake2b256, ed25519FromSeed, ed25519PublicKey, encodeCanonical } from './pki';
 import type { RequestBody } from './requests';

@@ -16,7 +16,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { CopyCommandFailedError, InvalidArgumentError, replicaErrorName } from '../client/errors';
-import { MAX_COPY_PAYLOAD_LENGTH } from '../client/wire';
+import { MAX_COPY_PAYLOAD_LENGTH } from '../wire';
 import { defineOperationNode, describeValue, readCourier, SIZES, toBuffer } from './shared';
 import { runAllOrAbort } from './lib/concurrency';
 import { resendWrite } from './lib/pigeonhole';

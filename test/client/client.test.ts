@@ -24,7 +24,7 @@ import {
   ThinClientTimeoutError,
 } from '../../src/client/errors';
 import type { ThinClientEvent } from '../../src/client/events';
-import { DEFAULT_PIGEONHOLE_GEOMETRY, DEFAULT_SPHINX_GEOMETRY, encodeCbor, encodeFrame, u64 } from '../../src/client/wire';
+import { DEFAULT_PIGEONHOLE_GEOMETRY, DEFAULT_SPHINX_GEOMETRY, encodeCbor, encodeFrame, u64 } from '../../src/wire';
 import { FakeDaemon, sleep, tempSocketPath, waitFor } from './helpers';
 import type { FakeConnection } from './helpers';
 

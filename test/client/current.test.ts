@@ -29,7 +29,7 @@ import {
 } from '../../src/client/errors';
 import type { ThinClientEvent } from '../../src/client/events';
 import { blake2b256 } from '../../src/client/crypto';
-import { decodeCbor, decodeCborFaithful, encodeFrame, encodeRequest, FrameDecoder, decodeEnvelope, CURRENT_RESPONSE_KINDS } from '../../src/client/wire';
+import { decodeCbor, decodeCborFaithful, encodeFrame, encodeRequest, FrameDecoder, decodeEnvelope, CURRENT_RESPONSE_KINDS } from '../../src/wire';
 import { startEmulator, type Emulator } from '../../src/emulator';
 import { encodeCanonical } from '../../src/emulator/pki';
 import { sleep, waitFor } from './helpers';

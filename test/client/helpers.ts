@@ -18,8 +18,8 @@ import {
   decodeEnvelope,
   encodeFrame,
   encodeResponse,
-} from '../../src/client/wire';
-import type { ResponseKind } from '../../src/client/wire';
+} from '../../src/wire';
+import type { ResponseKind } from '../../src/wire';
 
 // ------------------------------------------------------------------ vectors
 export interface VectorFrame {

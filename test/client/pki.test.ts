@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { blake2b256 } from '../../src/client/crypto';
 import { NotEnoughCouriersError, ProtocolError, ServiceNotFoundError } from '../../src/client/errors';
 import { findCouriers, findServices, parsePkiDocument, pickDistinctCouriers } from '../../src/client/pki';
-import { encodeCbor } from '../../src/client/wire';
+import { encodeCbor } from '../../src/wire';
 
 function mixDescriptor(name: string, identityKey: Buffer, kaetzchen: Record<string, Record<string, unknown>> | null, epochKey: number | bigint = 7): Buffer {
   return encodeCbor({

@@ -33,8 +33,8 @@ import {
   requestBodies,
   toBigInt,
   toNumber,
-} from '../../src/client/wire';
-import type { RequestKind, ResponseKind } from '../../src/client/wire';
+} from '../../src/wire';
+import type { RequestKind, ResponseKind } from '../../src/wire';
 import { FakeDaemon, loadVectors } from './helpers';
 import type { FakeConnection, VectorFrame } from './helpers';
 

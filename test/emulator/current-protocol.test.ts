@@ -9,7 +9,7 @@
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { blake2b256 } from '../../src/client/crypto';
-import { CURRENT_RESPONSE_KINDS, decodeCbor, decodeCborFaithful, encodeCbor, encodeFrame, RESPONSE_KINDS } from '../../src/client/wire';
+import { CURRENT_RESPONSE_KINDS, decodeCbor, decodeCborFaithful, encodeCbor, encodeFrame, RESPONSE_KINDS } from '../../src/wire';
 import { CURRENT_PIGEONHOLE_GEOMETRY, DROPPED_DOCUMENT_FIELDS, startEmulator, type Emulator } from '../../src/emulator';
 import { parseArgs } from '../../src/emulator/cli';
 import { PROFILES } from '../../src/emulator/current';

@@ -18,7 +18,7 @@ import {
   RESPONSE_KINDS,
   type AnyRequestKind,
   type RequestKind,
-} from '../../src/client/wire';
+} from '../../src/wire';
 
 export interface Frame {
   /** Response kind, or 'malformed' / 'oversize' for frames that could not be read. */

@@ -18,7 +18,7 @@ import {
   PIGEONHOLE_GEOMETRY_KEYS,
   RESPONSE_KINDS,
   SPHINX_GEOMETRY_KEYS,
-} from '../../src/client/wire';
+} from '../../src/wire';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator';
 import { blake2b256 } from '../../src/emulator/pki';
 import { assertSameShape } from '../support/shape';

@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { decodeCborFaithful } from '../../src/client/wire';
+import { decodeCborFaithful } from '../../src/wire';
 import { DROPPED_DOCUMENT_FIELDS, startEmulator, type Emulator, type ProtocolLevel } from '../../src/emulator';
 import { render, type RecordedFrame } from '../mixnet/recorder';
 import { runRecordedScenario, type RecordedScenario } from '../support/recorded-scenario';

@@ -22,7 +22,7 @@ import {
   blake2b256,
   type CurrentOnlyMethod,
 } from '../../src';
-import { decodeCbor, decodeCborFaithful, decodeEnvelope, FrameDecoder, HEAD_RESPONSE_KINDS, RESPONSE_KINDS } from '../../src/client/wire';
+import { decodeCbor, decodeCborFaithful, decodeEnvelope, FrameDecoder, HEAD_RESPONSE_KINDS, RESPONSE_KINDS } from '../../src/wire';
 import { encodeCanonical } from '../../src/emulator/pki';
 import { RawConnection } from './raw';
 import { connectReal, daemonAddress, wsDaemonAddress } from './support';

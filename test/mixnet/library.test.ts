@@ -36,7 +36,7 @@ import {
   type ServiceDescriptor,
   type ThinClientEvent,
 } from '../../src';
-import { decodeCborFaithful } from '../../src/client/wire';
+import { decodeCborFaithful } from '../../src/wire';
 import { Peer, rejectsWith, waitFor } from '../support/peer';
 import { Latency } from './latency';
 import { connectReal, daemonAddress } from './support';

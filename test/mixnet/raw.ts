@@ -6,7 +6,7 @@
  */
 import net from 'node:net';
 import { newQueryId } from '../../src';
-import { FrameDecoder, HEAD_RESPONSE_KINDS, REQUEST_KINDS, RESPONSE_KINDS, decodeEnvelope, encodeFrame, encodeRequest, requestBodies, type RequestKind } from '../../src/client/wire';
+import { FrameDecoder, HEAD_RESPONSE_KINDS, REQUEST_KINDS, RESPONSE_KINDS, decodeEnvelope, encodeFrame, encodeRequest, requestBodies, type RequestKind } from '../../src/wire';
 import { daemonAddress } from './support';
 
 export interface RawFrame {

@@ -5,7 +5,7 @@
  * daemon sends can be committed as fixtures and compared key for key.
  */
 import net from 'node:net';
-import { decodeCborFaithful } from '../../src/client/wire';
+import { decodeCborFaithful } from '../../src/wire';
 
 export interface RecordedFrame {
   dir: 'client->daemon' | 'daemon->client';

@@ -18,7 +18,7 @@ import {
   toBigInt,
   toNumber,
   u64,
-} from '../../src/client/wire';
+} from '../../src/wire';
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ''), 'hex');
 
