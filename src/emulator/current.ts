@@ -9,13 +9,14 @@
  *
  * server.ts asks this module what a level does; it never tests the level itself.
  */
+import { blake2b256 } from '../client/crypto';
 import {
   CURRENT_RESPONSE_KINDS,
   DEFAULT_PIGEONHOLE_GEOMETRY,
   RESPONSE_KINDS,
   type PigeonholeGeometry,
 } from '../wire';
-import { blake2b256, type Network } from './pki';
+import type { Network } from './pki';
 import { PINNED_SCHEMAS, type RequestBody, type RequestSchemas } from './requests';
 import { NO_REPLY, VOUCHER_SCHEMAS, voucherDeriveStream, voucherInduct, voucherMint, voucherOpen } from './vouchers';
 
@@ -120,7 +121,7 @@ function pem(type: string, key: Uint8Array): string {
 /** Deterministic filler of any length from a seed (the emulator's stand-in link keys). */
 function expand(seed: Uint8Array, length: number): Buffer {
   const out: Buffer[] = [];
-  for (let i = 0; out.length * 32 < length; i++) out.push(blake2b256(seed, Buffer.from(`link key ${i}`)));
+  for (let i = 0; out.length * 32 < length; i++) out.push(blake2b256(Buffer.concat([seed, Buffer.from(`link key ${i}`)])));
   return Buffer.concat(out).subarray(0, length);
 }
 

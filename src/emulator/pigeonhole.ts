@@ -17,8 +17,10 @@
  *    descriptor holds.
  */
 import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, randomInt, sign, verify } from 'node:crypto';
+import { blake2b256 } from '../client/crypto';
+import { abortable } from '../util/deadline';
 import { decodeCbor, encodeCbor, MESSAGE_BOX_INDEX_LENGTH, READ_CAP_LENGTH, type PigeonholeGeometry } from '../wire';
-import { blake2b256, ed25519FromSeed, ed25519PublicKey } from './pki';
+import { ed25519FromSeed, ed25519PublicKey } from './pki';
 
 // ------------------------------------------------------------------ sizes
 export interface BoxGeometry {
@@ -137,7 +139,7 @@ export function deriveKeypair(seed: Uint8Array): Keypair {
 }
 
 export function boxIdOf(rootPublicKey: Uint8Array, idx: Uint8Array): Buffer {
-  return blake2b256(rootPublicKey, parseIndex(idx).blinding);
+  return blake2b256(Buffer.concat([rootPublicKey, parseIndex(idx).blinding]));
 }
 
 export function readCapOf(writeCap: Uint8Array): Buffer {
@@ -385,22 +387,15 @@ export class BoxStore {
   waitFor(boxId: Buffer, signal: AbortSignal): Promise<void> {
     const key = boxId.toString('hex');
     if (this.get(boxId)) return Promise.resolve();
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) return reject(signal.reason);
-      let set = this.waiters.get(key);
-      if (!set) this.waiters.set(key, (set = new Set()));
-      const mine = set;
-      const onAbort = () => {
-        mine.delete(wake);
-        if (mine.size === 0 && this.waiters.get(key) === mine) this.waiters.delete(key);
-        reject(signal.reason);
-      };
-      const wake = () => {
-        signal.removeEventListener('abort', onAbort);
-        resolve();
-      };
-      mine.add(wake);
-      signal.addEventListener('abort', onAbort, { once: true });
+    let set = this.waiters.get(key);
+    if (!set) this.waiters.set(key, (set = new Set()));
+    const mine = set;
+    let wake: () => void = () => {};
+    const written = new Promise<void>((resolve) => (wake = resolve));
+    mine.add(wake);
+    return abortable(written, signal).finally(() => {
+      mine.delete(wake);
+      if (mine.size === 0 && this.waiters.get(key) === mine) this.waiters.delete(key);
     });
   }
 

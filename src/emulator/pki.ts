@@ -8,17 +8,11 @@
  * string map keys), so this module carries its own small encoder for it.
  */
 import { createPrivateKey, createPublicKey, randomBytes, sign, type KeyObject } from 'node:crypto';
-// @noble/hashes v2 is ESM-only: require() it (Node >= 20.19) with type-only import for the compiler, as src/client/crypto.ts does.
-import type { blake2b as Blake2b } from '@noble/hashes/blake2.js' with { 'resolution-mode': 'import' };
-// eslint-disable-next-line @typescript-eslint/no-require-imports
-const { blake2b } = require('@noble/hashes/blake2.js') as { blake2b: typeof Blake2b };
+import { blake2b256 } from '../client/crypto';
 import { PIGEONHOLE_GEOMETRY_KEYS, SPHINX_GEOMETRY_KEYS, type PigeonholeGeometry, type SphinxGeometry } from '../wire';
 
-export function blake2b256(...parts: Uint8Array[]): Buffer {
-  const h = blake2b.create({ dkLen: 32 });
-  for (const p of parts) h.update(p);
-  return Buffer.from(h.digest());
-}
+/** The client's BLAKE2b-256 (src/client/crypto.ts), the one hash the emulator uses too. */
+export { blake2b256 };
 
 // ------------------------------------------------------------ CBOR writer
 /** A number that must be written as a CBOR float even when it is integral (e.g. LambdaG = 0). */
@@ -265,7 +259,7 @@ export function couriersOf(net: Network): Courier[] {
 
 /** Per-epoch key material is derived, so every document of an epoch carries the same keys. */
 function epochKey(seed: Buffer, label: string, epoch: number): Buffer {
-  return blake2b256(seed, Buffer.from(`${label}:${epoch}`));
+  return blake2b256(Buffer.concat([seed, Buffer.from(`${label}:${epoch}`)]));
 }
 
 function mixDescriptor(node: NodeIdentity, epoch: number, kind: 'mix' | 'gateway' | 'service'): Buffer {

@@ -25,6 +25,7 @@ import {
   sign,
   verify,
 } from 'node:crypto';
+import { blake2b256 } from '../client/crypto';
 import {
   decodeCbor,
   READ_CAP_LENGTH,
@@ -35,7 +36,7 @@ import {
   WRITE_CAP_LENGTH,
 } from '../wire';
 import { deriveKeypair, mutateIndex } from './pigeonhole';
-import { blake2b256, ed25519FromSeed, ed25519PublicKey, encodeCanonical } from './pki';
+import { ed25519FromSeed, ed25519PublicKey, encodeCanonical } from './pki';
 import type { RequestBody } from './requests';
 
 /** Reply codes of the voucher requests (§9.4); anything malformed is 3. */

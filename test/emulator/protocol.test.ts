@@ -662,7 +662,8 @@ describe('emulator protocol (raw sockets)', function () {
       const next = (await c.call('next_message_box_index', { message_box_index: a.first_message_index })).next_message_box_index;
       assert.equal(BigInt((await c.call('get_message_box_index_counter', { message_box_index: next })).counter), counter + 1n);
       assert.equal((await c.call('new_keypair', { seed: randomBytes(31) })).error_code, 3);
-      assert.equal((await c.call('new_keypair', { seed: randomBytes(40) })).error_code, 0, 'longer seeds are accepted');
+      // kpclientd seeds ChaCha20 with it, which takes exactly 32 bytes (the real v0.0.99 answers 40 bytes with 3).
+      assert.equal((await c.call('new_keypair', { seed: randomBytes(40) })).error_code, 3, 'longer seeds are refused');
       assert.equal((await c.call('new_keypair', { seed: null })).error_code, 3);
     });
 
