@@ -4,7 +4,8 @@
  * `import { ThinClient } from '@katzenpost-community/node-red-katzenpost'`.
  * The daemon emulator is a separate entry point ('.../emulator').
  */
-export { ThinClient, DEFAULT_HANDSHAKE_TIMEOUT_MS } from './client/client';
+export { ThinClient } from './client/client';
+export { DEFAULT_HANDSHAKE_TIMEOUT_MS } from './client/types';
 export type {
   ArqOptions,
   BlockingSendOptions,
@@ -30,7 +31,7 @@ export type {
   VoucherMintResult,
   VoucherOpenResult,
   VoucherStreamCaps,
-} from './client/client';
+} from './client/types';
 export type {
   ConnectionStatusEvent,
   DaemonDisconnectedEvent,

@@ -1,214 +1,551 @@
 /**
- * The channel database: one SQLite file (better-sqlite3, WAL journal,
- * synchronous=FULL so a committed transaction survives a crash of the process
- * and of the machine). Every state change that matters for exactly-once
- * delivery is a single transaction; see store.ts for the order of steps.
- *
- * The file holds capabilities in the clear (a write cap is the channel's
- * signing key), so it is created with mode 0600 and must be treated like
- * Node-RED's credentials file.
+ * Every SQL statement the persistent channels run, as the typed methods of
+ * {@link ChannelDb}, prepared once per database (as the Rust reference keeps
+ * all its SQL in persistent/db.rs). A state change that matters for
+ * exactly-once delivery is one statement or one transaction here; sender.ts
+ * and receiver.ts say in which order they happen. The schema is in schema.ts.
  */
-import Database from 'better-sqlite3';
-import { closeSync, chmodSync, openSync } from 'node:fs';
+import type Database from 'better-sqlite3';
+import type { IntroductionState } from './introduction';
+import {
+  openDatabase,
+  type ChannelRow,
+  type CopyElementRow,
+  type IntroductionRow,
+  type OutboundRow,
+  type PendingWriteRow,
+  type ReceivedRow,
+  type SentRow,
+} from './schema';
 
-export const SCHEMA_VERSION = 1;
+export { SCHEMA_VERSION, openDatabase } from './schema';
+export type { ChannelRow, CopyElementRow, IntroductionRow, OutboundRow, PendingWriteRow, ReceivedRow, SentRow } from './schema';
 
-const SCHEMA = `
--- One row per channel. Caps are stored because resuming a pending write or a
--- read needs them while the caller may be gone; the hashes identify the
--- channel when a caller supplies caps again.
-CREATE TABLE IF NOT EXISTS channels (
-  id             INTEGER PRIMARY KEY,
-  name           TEXT NOT NULL UNIQUE,
-  kind           TEXT NOT NULL CHECK (kind IN ('owned', 'imported')),
-  read_cap       BLOB NOT NULL,
-  read_cap_hash  BLOB NOT NULL UNIQUE,
-  write_cap      BLOB,
-  seed_hash      BLOB,                       -- owned from a seed: lets a caller re-open by seed without the daemon
-  first_index    BLOB NOT NULL,
-  write_index    BLOB,                       -- owned: next box to write (NULL while needs_scan)
-  needs_scan     INTEGER NOT NULL DEFAULT 0, -- owned, adopted: find the first free box before writing
-  read_index     BLOB NOT NULL,              -- next box to read
-  created_at     INTEGER NOT NULL
-);
--- Durable outbound queue, processed strictly in seq order per channel.
-CREATE TABLE IF NOT EXISTS outbound (
-  seq                INTEGER PRIMARY KEY AUTOINCREMENT,
-  channel_id         INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
-  op                 TEXT NOT NULL CHECK (op IN ('message', 'tombstone')),
-  payload            BLOB,      -- message: the unframed payload
-  tomb_start         BLOB,      -- tombstone: index of the first box
-  tomb_boxes         INTEGER,   -- tombstone: number of boxes
-  tomb_first_counter TEXT,      -- tombstone: index of the first message (decimal)
-  tomb_messages      INTEGER,   -- tombstone: number of messages
-  tomb_done          INTEGER NOT NULL DEFAULT 0, -- tombstone: boxes acknowledged so far
-  queued_at          INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbound_by_channel ON outbound (channel_id, seq);
--- The write in flight for the head of a channel's queue: the exact envelope
--- (box mode) or the copy-stream state (copy mode), recorded before dispatch.
-CREATE TABLE IF NOT EXISTS pending_writes (
-  seq              INTEGER PRIMARY KEY REFERENCES outbound(seq) ON DELETE CASCADE,
-  mode             TEXT NOT NULL CHECK (mode IN ('box', 'copy')),
-  box_index        BLOB NOT NULL,   -- first destination box
-  next_index       BLOB NOT NULL,   -- write index once acknowledged
-  box_count        INTEGER NOT NULL,
-  ciphertext       BLOB,            -- box mode
-  descriptor       BLOB,
-  envelope_hash    BLOB,
-  temp_seed        BLOB,            -- copy mode: the temporary channel
-  temp_write_cap   BLOB,
-  temp_first_index BLOB,
-  created_at       INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS pending_copy_elements (
-  seq             INTEGER NOT NULL REFERENCES pending_writes(seq) ON DELETE CASCADE,
-  element         INTEGER NOT NULL,
-  data            BLOB NOT NULL,   -- copy-stream element as the daemon built it
-  temp_index      BLOB,            -- temp box it goes to (known once the previous element is encrypted)
-  next_temp_index BLOB,
-  ciphertext      BLOB,            -- exact envelope, recorded before dispatch
-  descriptor      BLOB,
-  envelope_hash   BLOB,
-  done            INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY (seq, element)
-);
--- Messages this store wrote and the courier acknowledged (for tombstones by message index).
-CREATE TABLE IF NOT EXISTS sent (
-  id             INTEGER PRIMARY KEY AUTOINCREMENT,
-  channel_id     INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
-  counter        TEXT NOT NULL,
-  first_index    BLOB NOT NULL,
-  box_count      INTEGER NOT NULL,
-  payload_length INTEGER NOT NULL,
-  sent_at        INTEGER NOT NULL,
-  tombstoned     INTEGER NOT NULL DEFAULT 0,
-  UNIQUE (channel_id, counter)
-);
--- What the reader took from the channel, in order, with read marks.
-CREATE TABLE IF NOT EXISTS received (
-  id             INTEGER PRIMARY KEY AUTOINCREMENT,
-  channel_id     INTEGER NOT NULL REFERENCES channels(id) ON DELETE CASCADE,
-  kind           TEXT NOT NULL CHECK (kind IN ('message', 'tombstone', 'malformed')),
-  counter        TEXT NOT NULL,
-  box_count      INTEGER NOT NULL,
-  payload        BLOB,
-  payload_length INTEGER,
-  reason         TEXT,
-  received_at    INTEGER NOT NULL,
-  read_at        INTEGER,
-  UNIQUE (channel_id, counter)
-);
-CREATE INDEX IF NOT EXISTS received_unread ON received (channel_id, id) WHERE read_at IS NULL;
-`;
-
-export interface ChannelRow {
-  id: number;
+/** A channel row to insert (the columns a new channel starts with). */
+export interface NewChannel {
   name: string;
   kind: 'owned' | 'imported';
-  read_cap: Buffer;
-  read_cap_hash: Buffer;
-  write_cap: Buffer | null;
-  seed_hash: Buffer | null;
-  first_index: Buffer;
-  write_index: Buffer | null;
-  needs_scan: number;
-  read_index: Buffer;
-  created_at: number;
+  readCap: Buffer;
+  readCapHash: Buffer;
+  writeCap: Buffer | null;
+  seedHash: Buffer | null;
+  firstIndex: Buffer;
+  /** Owned: the next box to write; null while it must first be looked up. */
+  writeIndex: Buffer | null;
+  needsScan: boolean;
+  readIndex: Buffer;
 }
 
-export interface OutboundRow {
-  seq: number;
-  channel_id: number;
-  op: 'message' | 'tombstone';
-  payload: Buffer | null;
-  tomb_start: Buffer | null;
-  tomb_boxes: number | null;
-  tomb_first_counter: string | null;
-  tomb_messages: number | null;
-  tomb_done: number;
-  queued_at: number;
+/** The copy-stream plan of a large message: where it lands and the temporary channel it goes through. */
+export interface CopyPlan {
+  boxIndex: Buffer;
+  nextIndex: Buffer;
+  boxCount: number;
+  tempSeed: Buffer;
+  tempWriteCap: Buffer;
+  tempFirstIndex: Buffer;
+  /** The copy-stream elements as the daemon built them, in order. */
+  elements: readonly Buffer[];
 }
 
-export interface PendingWriteRow {
-  seq: number;
-  mode: 'box' | 'copy';
-  box_index: Buffer;
-  next_index: Buffer;
-  box_count: number;
-  ciphertext: Buffer | null;
-  descriptor: Buffer | null;
-  envelope_hash: Buffer | null;
-  temp_seed: Buffer | null;
-  temp_write_cap: Buffer | null;
-  temp_first_index: Buffer | null;
-  created_at: number;
+/** An encrypted envelope as it is recorded before dispatch. */
+export interface RecordedEnvelope {
+  messageCiphertext: Buffer;
+  envelopeDescriptor: Buffer;
+  envelopeHash: Buffer;
 }
 
-export interface CopyElementRow {
-  seq: number;
-  element: number;
-  data: Buffer;
-  temp_index: Buffer | null;
-  next_temp_index: Buffer | null;
-  ciphertext: Buffer | null;
-  descriptor: Buffer | null;
-  envelope_hash: Buffer | null;
-  done: number;
-}
-
-export interface SentRow {
-  id: number;
-  channel_id: number;
+/** An entry of the reader's log, as the receiver inserts it. */
+export interface NewReceived {
+  kind: ReceivedRow['kind'];
   counter: string;
-  first_index: Buffer;
-  box_count: number;
-  payload_length: number;
-  sent_at: number;
-  tombstoned: number;
-}
-
-export interface ReceivedRow {
-  id: number;
-  channel_id: number;
-  kind: 'message' | 'tombstone' | 'malformed';
-  counter: string;
-  box_count: number;
+  boxes: number;
   payload: Buffer | null;
-  payload_length: number | null;
   reason: string | null;
-  received_at: number;
-  read_at: number | null;
 }
 
-/** Opens (creating if needed) the channel database with the durability settings above. */
-export function openDatabase(path: string): Database.Database {
-  if (path !== ':memory:') {
-    // Create the file owner-only before SQLite does (it would use the umask).
-    closeSync(openSync(path, 'a', 0o600));
+export type ReceivedLogRow = Pick<ReceivedRow, 'kind' | 'counter' | 'box_count' | 'received_at' | 'read_at'>;
+
+/** Every statement, prepared once when the database is opened. */
+function prepareStatements(db: Database.Database) {
+  return {
+    // channels
+    channelByName: db.prepare<[string], ChannelRow>('SELECT * FROM channels WHERE name = ?'),
+    channelById: db.prepare<[number], ChannelRow>('SELECT * FROM channels WHERE id = ?'),
+    channelByReadCapHash: db.prepare<[Buffer], ChannelRow>('SELECT * FROM channels WHERE read_cap_hash = ?'),
+    channelBySeedHash: db.prepare<[Buffer], ChannelRow>('SELECT * FROM channels WHERE seed_hash = ?'),
+    channels: db.prepare<[], ChannelRow>('SELECT * FROM channels ORDER BY name'),
+    insertChannel: db.prepare<Omit<NewChannel, 'needsScan'> & { needsScan: number; createdAt: number }>(
+      `INSERT INTO channels (name, kind, read_cap, read_cap_hash, write_cap, seed_hash, first_index, write_index, needs_scan, read_index, created_at)
+       VALUES (@name, @kind, @readCap, @readCapHash, @writeCap, @seedHash, @firstIndex, @writeIndex, @needsScan, @readIndex, @createdAt)`,
+    ),
+    renameChannel: db.prepare<[string, number]>('UPDATE channels SET name = ? WHERE id = ?'),
+    makeOwned: db.prepare<[Buffer, Buffer | null, number]>(
+      "UPDATE channels SET kind = 'owned', write_cap = ?, seed_hash = ?, needs_scan = 1 WHERE id = ?",
+    ),
+    setSeedHash: db.prepare<[Buffer, number]>('UPDATE channels SET seed_hash = ? WHERE id = ?'),
+    setReadIndex: db.prepare<[Buffer, number]>('UPDATE channels SET read_index = ? WHERE id = ?'),
+    setWriteIndex: db.prepare<[Buffer, number]>('UPDATE channels SET write_index = ? WHERE id = ?'),
+    setScannedWriteIndex: db.prepare<[Buffer, number]>('UPDATE channels SET write_index = ?, needs_scan = 0 WHERE id = ?'),
+    deleteChannel: db.prepare<[number]>('DELETE FROM channels WHERE id = ?'),
+    // outbound
+    channelsWithQueue: db.prepare<[], { channel_id: number }>('SELECT DISTINCT channel_id FROM outbound'),
+    queuedSeqs: db.prepare<[number], { seq: number }>('SELECT seq FROM outbound WHERE channel_id = ?'),
+    queuedCount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM outbound WHERE channel_id = ?'),
+    lastQueuedAt: db.prepare<[number], { last: number | null }>('SELECT MAX(queued_at) AS last FROM outbound WHERE channel_id = ?'),
+    queueMessage: db.prepare<[number, Buffer, number]>("INSERT INTO outbound (channel_id, op, payload, queued_at) VALUES (?, 'message', ?, ?)"),
+    queueTombstone: db.prepare<[number, Buffer, number, string, number, number]>(
+      `INSERT INTO outbound (channel_id, op, tomb_start, tomb_boxes, tomb_first_counter, tomb_messages, queued_at)
+       VALUES (?, 'tombstone', ?, ?, ?, ?, ?)`,
+    ),
+    queueHead: db.prepare<[number], OutboundRow>('SELECT * FROM outbound WHERE channel_id = ? ORDER BY seq LIMIT 1'),
+    setTombstonesDone: db.prepare<[number, number]>('UPDATE outbound SET tomb_done = ? WHERE seq = ?'),
+    dequeue: db.prepare<[number]>('DELETE FROM outbound WHERE seq = ?'),
+    // pending_writes and pending_copy_elements
+    pendingWrite: db.prepare<[number], PendingWriteRow>('SELECT * FROM pending_writes WHERE seq = ?'),
+    insertPendingBox: db.prepare<[number, Buffer, Buffer, number]>(
+      `INSERT INTO pending_writes (seq, mode, box_index, next_index, box_count, created_at)
+       VALUES (?, 'box', ?, ?, 1, ?)`,
+    ),
+    insertPendingCopy: db.prepare<[number, Buffer, Buffer, number, Buffer, Buffer, Buffer, number]>(
+      `INSERT INTO pending_writes (seq, mode, box_index, next_index, box_count, temp_seed, temp_write_cap, temp_first_index, created_at)
+       VALUES (?, 'copy', ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    setPendingEnvelope: db.prepare<[Buffer, Buffer, Buffer, Buffer, number]>(
+      'UPDATE pending_writes SET next_index = ?, ciphertext = ?, descriptor = ?, envelope_hash = ? WHERE seq = ?',
+    ),
+    clearPendingEnvelope: db.prepare<[number]>(
+      'UPDATE pending_writes SET ciphertext = NULL, descriptor = NULL, envelope_hash = NULL WHERE seq = ?',
+    ),
+    deletePendingWrite: db.prepare<[number]>('DELETE FROM pending_writes WHERE seq = ?'),
+    insertCopyElement: db.prepare<[number, number, Buffer, Buffer | null]>(
+      'INSERT INTO pending_copy_elements (seq, element, data, temp_index) VALUES (?, ?, ?, ?)',
+    ),
+    copyElements: db.prepare<[number], CopyElementRow>('SELECT * FROM pending_copy_elements WHERE seq = ? ORDER BY element'),
+    copyElement: db.prepare<[number, number], CopyElementRow>('SELECT * FROM pending_copy_elements WHERE seq = ? AND element = ?'),
+    setElementEnvelope: db.prepare<[Buffer, Buffer, Buffer, Buffer, Buffer, number, number]>(
+      `UPDATE pending_copy_elements SET temp_index = ?, next_temp_index = ?, ciphertext = ?, descriptor = ?, envelope_hash = ?
+       WHERE seq = ? AND element = ?`,
+    ),
+    clearElementEnvelope: db.prepare<[number, number]>(
+      'UPDATE pending_copy_elements SET ciphertext = NULL, descriptor = NULL, envelope_hash = NULL WHERE seq = ? AND element = ?',
+    ),
+    markElementDone: db.prepare<[number, number]>('UPDATE pending_copy_elements SET done = 1 WHERE seq = ? AND element = ?'),
+    setElementTempIndex: db.prepare<[Buffer, number, number]>(
+      'UPDATE pending_copy_elements SET temp_index = ? WHERE seq = ? AND element = ? AND temp_index IS NULL',
+    ),
+    lastElementTempIndex: db.prepare<[number], { temp_index: Buffer }>(
+      'SELECT temp_index FROM pending_copy_elements WHERE seq = ? ORDER BY element DESC LIMIT 1',
+    ),
+    // sent
+    sentStats: db.prepare<[number], { n: number; last: number | null }>(
+      'SELECT COUNT(*) AS n, MAX(sent_at) AS last FROM sent WHERE channel_id = ?',
+    ),
+    sentFirstIndexes: db.prepare<[number], { first_index: Buffer }>('SELECT first_index FROM sent WHERE channel_id = ?'),
+    sentByCounter: db.prepare<[number, string], SentRow>('SELECT * FROM sent WHERE channel_id = ? AND counter = ?'),
+    sentFrom: db.prepare<[number, number, number], SentRow>('SELECT * FROM sent WHERE channel_id = ? AND id >= ? ORDER BY id LIMIT ?'),
+    insertSent: db.prepare<[number, string, Buffer, number, number, number]>(
+      `INSERT OR REPLACE INTO sent (channel_id, counter, first_index, box_count, payload_length, sent_at)
+       VALUES (?, ?, ?, ?, ?, ?)`,
+    ),
+    markTombstoned: db.prepare<[number, number, number]>(
+      'UPDATE sent SET tombstoned = 1 WHERE id IN (SELECT id FROM sent WHERE channel_id = ? AND id >= ? ORDER BY id LIMIT ?)',
+    ),
+    // received
+    unreadCount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM received WHERE channel_id = ? AND read_at IS NULL'),
+    receivedStats: db.prepare<[number], { n: number; messages: number | null; last: number | null; lastRead: number | null }>(
+      `SELECT COUNT(*) AS n, SUM(kind = 'message') AS messages, MAX(received_at) AS last, MAX(read_at) AS lastRead
+       FROM received WHERE channel_id = ?`,
+    ),
+    receivedLog: db.prepare<[number, number], ReceivedLogRow>(
+      'SELECT kind, counter, box_count, received_at, read_at FROM received WHERE channel_id = ? ORDER BY id DESC LIMIT ?',
+    ),
+    receivedCounters: db.prepare<[number], { id: number; counter: string }>('SELECT id, counter FROM received WHERE channel_id = ?'),
+    deleteReceived: db.prepare<[number]>('DELETE FROM received WHERE id = ?'),
+    unread: db.prepare<[number], ReceivedRow>('SELECT * FROM received WHERE channel_id = ? AND read_at IS NULL ORDER BY id'),
+    insertReceived: db.prepare<[number, string, string, number, Buffer | null, number | null, string | null, number]>(
+      `INSERT INTO received (channel_id, kind, counter, box_count, payload, payload_length, reason, received_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    ),
+    receivedById: db.prepare<[number], ReceivedRow>('SELECT * FROM received WHERE id = ?'),
+    markRead: db.prepare<[number, number]>('UPDATE received SET read_at = ? WHERE id = ?'),
+    markReadDropPayload: db.prepare<[number, number]>('UPDATE received SET read_at = ?, payload = NULL WHERE id = ?'),
+    // introductions
+    introduction: db.prepare<[string], IntroductionRow>('SELECT * FROM introductions WHERE name = ?'),
+    saveIntroduction: db.prepare<Omit<IntroductionRow, 'created_at' | 'updated_at'> & { now: number }>(
+      `INSERT INTO introductions (name, role, step, voucher, write_cap, read_cap, display_name, voucher_payload, voucher_write_cap,
+         voucher_read_cap, voucher_secret_key, reply_index, sealed_reply, peer_read_cap, peer_name, created_at, updated_at)
+       VALUES (@name, @role, @step, @voucher, @write_cap, @read_cap, @display_name, @voucher_payload, @voucher_write_cap,
+         @voucher_read_cap, @voucher_secret_key, @reply_index, @sealed_reply, @peer_read_cap, @peer_name, @now, @now)
+       ON CONFLICT (name) DO UPDATE SET role = excluded.role, step = excluded.step, voucher = excluded.voucher,
+         write_cap = excluded.write_cap, read_cap = excluded.read_cap, display_name = excluded.display_name,
+         voucher_payload = excluded.voucher_payload, voucher_write_cap = excluded.voucher_write_cap,
+         voucher_read_cap = excluded.voucher_read_cap, voucher_secret_key = excluded.voucher_secret_key,
+         reply_index = excluded.reply_index, sealed_reply = excluded.sealed_reply, peer_read_cap = excluded.peer_read_cap,
+         peer_name = excluded.peer_name, updated_at = excluded.updated_at`,
+    ),
+    deleteIntroduction: db.prepare<[string]>('DELETE FROM introductions WHERE name = ?'),
+  };
+}
+
+/**
+ * One open channel database: each method is one statement (or, where the
+ * name says it is a step of the protocol, one transaction) with typed rows.
+ * Times are stamped here, in milliseconds since the epoch.
+ */
+export class ChannelDb {
+  private readonly db: Database.Database;
+  private readonly q: ReturnType<typeof prepareStatements>;
+
+  constructor(path: string) {
+    this.db = openDatabase(path);
     try {
-      chmodSync(path, 0o600);
-    } catch {
-      // A file we cannot chmod (not ours) still opens; its mode is the owner's business.
+      this.q = prepareStatements(this.db);
+    } catch (err) {
+      this.db.close();
+      throw err;
     }
   }
-  const db = new Database(path);
-  try {
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = FULL');
-    db.pragma('foreign_keys = ON');
-    // Another process writing the same channels would break the single-writer
-    // rule; wait briefly for a lock, then fail rather than interleave.
-    db.pragma('busy_timeout = 5000');
-    const version = db.pragma('user_version', { simple: true }) as number;
-    if (version > SCHEMA_VERSION) {
-      throw new Error(`channel database ${path} has schema version ${version}, newer than this library (${SCHEMA_VERSION})`);
-    }
-    db.exec(SCHEMA);
-    if (version < SCHEMA_VERSION) db.pragma(`user_version = ${SCHEMA_VERSION}`);
-  } catch (err) {
-    db.close();
-    throw err;
+
+  /** Runs `fn` as one transaction (rolled back if it throws). */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
   }
-  return db;
+
+  close(): void {
+    this.db.close();
+  }
+
+  // ------------------------------------------------------------ channels
+
+  channelByName(name: string): ChannelRow | undefined {
+    return this.q.channelByName.get(name);
+  }
+
+  channelById(id: number): ChannelRow | undefined {
+    return this.q.channelById.get(id);
+  }
+
+  channelByReadCapHash(hash: Buffer): ChannelRow | undefined {
+    return this.q.channelByReadCapHash.get(hash);
+  }
+
+  channelBySeedHash(hash: Buffer): ChannelRow | undefined {
+    return this.q.channelBySeedHash.get(hash);
+  }
+
+  /** Every channel, by name. */
+  channels(): ChannelRow[] {
+    return this.q.channels.all();
+  }
+
+  insertChannel(c: NewChannel): void {
+    this.q.insertChannel.run({ ...c, needsScan: c.needsScan ? 1 : 0, createdAt: Date.now() });
+  }
+
+  renameChannel(id: number, name: string): void {
+    this.q.renameChannel.run(name, id);
+  }
+
+  /** An imported channel gets its write cap: it becomes owned, and its first free box must be looked up. */
+  makeOwned(id: number, writeCap: Buffer, seedHash: Buffer | null): void {
+    this.q.makeOwned.run(writeCap, seedHash, id);
+  }
+
+  setSeedHash(id: number, seedHash: Buffer): void {
+    this.q.setSeedHash.run(seedHash, id);
+  }
+
+  setWriteIndex(id: number, index: Buffer): void {
+    this.q.setWriteIndex.run(index, id);
+  }
+
+  /** The end of a look-up of the first free box: writes go there from now on. */
+  setScannedWriteIndex(id: number, index: Buffer): void {
+    this.q.setScannedWriteIndex.run(index, id);
+  }
+
+  /** Deletes a channel; everything recorded about it goes with it (ON DELETE CASCADE). */
+  deleteChannel(id: number): void {
+    this.q.deleteChannel.run(id);
+  }
+
+  // ------------------------------------------------------------ outbound
+
+  /** Ids of the channels that have queued work. */
+  channelsWithQueue(): number[] {
+    return this.q.channelsWithQueue.all().map((r) => r.channel_id);
+  }
+
+  queuedSeqs(channelId: number): number[] {
+    return this.q.queuedSeqs.all(channelId).map((r) => r.seq);
+  }
+
+  queuedCount(channelId: number): number {
+    return this.q.queuedCount.get(channelId)!.n;
+  }
+
+  lastQueuedAt(channelId: number): number | null {
+    return this.q.lastQueuedAt.get(channelId)!.last;
+  }
+
+  /** Queues a message; returns its sequence number. */
+  queueMessage(channelId: number, payload: Buffer): number {
+    return Number(this.q.queueMessage.run(channelId, payload, Date.now()).lastInsertRowid);
+  }
+
+  /** Queues a tombstone request; returns its sequence number. */
+  queueTombstone(channelId: number, t: { start: Buffer; boxes: number; firstCounter: string; messages: number }): number {
+    return Number(this.q.queueTombstone.run(channelId, t.start, t.boxes, t.firstCounter, t.messages, Date.now()).lastInsertRowid);
+  }
+
+  /** The oldest queued entry of the channel. */
+  queueHead(channelId: number): OutboundRow | undefined {
+    return this.q.queueHead.get(channelId);
+  }
+
+  setTombstonesDone(seq: number, done: number): void {
+    this.q.setTombstonesDone.run(done, seq);
+  }
+
+  // ------------------------------------------------------ pending writes
+
+  pendingWrite(seq: number): PendingWriteRow | undefined {
+    return this.q.pendingWrite.get(seq);
+  }
+
+  /** Plans a single-box write at `index` (its envelope is recorded later, before dispatch). */
+  insertPendingBox(seq: number, index: Buffer): void {
+    this.q.insertPendingBox.run(seq, index, index, Date.now());
+  }
+
+  /** Records the envelope of a single-box write (before it is dispatched). */
+  setPendingEnvelope(seq: number, env: RecordedEnvelope & { nextMessageBoxIndex: Buffer }): void {
+    this.q.setPendingEnvelope.run(env.nextMessageBoxIndex, env.messageCiphertext, env.envelopeDescriptor, env.envelopeHash, seq);
+  }
+
+  /** Forgets the recorded envelope of a single-box write (the daemon refused it; the next attempt makes a new one). */
+  clearPendingEnvelope(seq: number): void {
+    this.q.clearPendingEnvelope.run(seq);
+  }
+
+  /** Drops a write's plan (and its copy elements). */
+  deletePendingWrite(seq: number): void {
+    this.q.deletePendingWrite.run(seq);
+  }
+
+  /** Records a copy-stream plan and its elements in one transaction; the first element goes to the temp channel's first box. */
+  recordCopyPlan(seq: number, plan: CopyPlan): void {
+    return this.transaction(() => {
+      this.q.insertPendingCopy.run(
+        seq,
+        plan.boxIndex,
+        plan.nextIndex,
+        plan.boxCount,
+        plan.tempSeed,
+        plan.tempWriteCap,
+        plan.tempFirstIndex,
+        Date.now(),
+      );
+      plan.elements.forEach((data, i) => this.q.insertCopyElement.run(seq, i, data, i === 0 ? plan.tempFirstIndex : null));
+    });
+  }
+
+  copyElements(seq: number): CopyElementRow[] {
+    return this.q.copyElements.all(seq);
+  }
+
+  copyElement(seq: number, element: number): CopyElementRow | undefined {
+    return this.q.copyElement.get(seq, element);
+  }
+
+  /** Records the envelope of a copy element (before it is dispatched) and the temp box it goes to. */
+  setElementEnvelope(seq: number, element: number, tempIndex: Buffer, env: RecordedEnvelope & { nextMessageBoxIndex: Buffer }): void {
+    this.q.setElementEnvelope.run(
+      tempIndex,
+      env.nextMessageBoxIndex,
+      env.messageCiphertext,
+      env.envelopeDescriptor,
+      env.envelopeHash,
+      seq,
+      element,
+    );
+  }
+
+  clearElementEnvelope(seq: number, element: number): void {
+    this.q.clearElementEnvelope.run(seq, element);
+  }
+
+  markElementDone(seq: number, element: number): void {
+    this.q.markElementDone.run(seq, element);
+  }
+
+  /** Sets the temp box of a copy element unless it is known already. */
+  setElementTempIndex(seq: number, element: number, tempIndex: Buffer): void {
+    this.q.setElementTempIndex.run(tempIndex, seq, element);
+  }
+
+  /** The temp box of the last element of a copy stream. */
+  lastElementTempIndex(seq: number): Buffer {
+    return this.q.lastElementTempIndex.get(seq)!.temp_index;
+  }
+
+  // ---------------------------------------------------------------- sent
+
+  sentStats(channelId: number): { n: number; last: number | null } {
+    return this.q.sentStats.get(channelId)!;
+  }
+
+  /** The first box of every message this store sent on the channel. */
+  sentFirstIndexes(channelId: number): Buffer[] {
+    return this.q.sentFirstIndexes.all(channelId).map((r) => r.first_index);
+  }
+
+  sentByCounter(channelId: number, counter: string): SentRow | undefined {
+    return this.q.sentByCounter.get(channelId, counter);
+  }
+
+  /** Up to `limit` sent messages, in order, from the one with id `fromId`. */
+  sentFrom(channelId: number, fromId: number, limit: number): SentRow[] {
+    return this.q.sentFrom.all(channelId, fromId, limit);
+  }
+
+  /**
+   * The end of an acknowledged write, in one transaction: the queue entry
+   * and its plan go, the write index moves past the message, and the message
+   * is logged in `sent`.
+   */
+  completeWrite(
+    seq: number,
+    channelId: number,
+    write: { counter: string; firstIndex: Buffer; nextIndex: Buffer; boxCount: number; payloadLength: number },
+  ): void {
+    return this.transaction(() => {
+      this.q.dequeue.run(seq);
+      this.q.setWriteIndex.run(write.nextIndex, channelId);
+      this.q.insertSent.run(channelId, write.counter, write.firstIndex, write.boxCount, write.payloadLength, Date.now());
+    });
+  }
+
+  /** The end of an acknowledged tombstone request, in one transaction: its messages are marked tombstoned and the queue entry goes. */
+  completeTombstone(seq: number, channelId: number, firstCounter: string, messages: number): void {
+    return this.transaction(() => {
+      const first = this.q.sentByCounter.get(channelId, firstCounter);
+      if (first) this.q.markTombstoned.run(channelId, first.id, messages);
+      this.q.dequeue.run(seq);
+    });
+  }
+
+  // ------------------------------------------------------------ received
+
+  unreadCount(channelId: number): number {
+    return this.q.unreadCount.get(channelId)!.n;
+  }
+
+  receivedStats(channelId: number): { n: number; messages: number | null; last: number | null; lastRead: number | null } {
+    return this.q.receivedStats.get(channelId)!;
+  }
+
+  /** The reader's log, newest first, without payloads. */
+  receivedLog(channelId: number, limit: number): ReceivedLogRow[] {
+    return this.q.receivedLog.all(channelId, limit);
+  }
+
+  /** Entries logged but not yet handed to a consumer, oldest first. */
+  unread(channelId: number): ReceivedRow[] {
+    return this.q.unread.all(channelId);
+  }
+
+  /**
+   * Phase 1 of a read, in one transaction: logs the item (unread) and moves
+   * the read index past it. Returns the logged entry.
+   */
+  logReceived(channelId: number, item: NewReceived, next: Buffer): ReceivedRow {
+    return this.transaction(() => {
+      const id = Number(
+        this.q.insertReceived.run(
+          channelId,
+          item.kind,
+          item.counter,
+          item.boxes,
+          item.payload,
+          item.payload?.length ?? null,
+          item.reason,
+          Date.now(),
+        ).lastInsertRowid,
+      );
+      this.q.setReadIndex.run(next, channelId);
+      return this.q.receivedById.get(id)!;
+    });
+  }
+
+  /** Phase 2 of a read: marks the entry read, dropping its payload unless `retainPayload`. */
+  markRead(id: number, retainPayload: boolean): void {
+    (retainPayload ? this.q.markRead : this.q.markReadDropPayload).run(Date.now(), id);
+  }
+
+  /**
+   * Moves the reader to box `index` (counter `counter`) in one transaction,
+   * dropping the log entries at or after it. Returns the updated channel, or
+   * undefined (and changes nothing) when the channel is gone.
+   */
+  moveReader(channelId: number, index: Buffer, counter: bigint): ChannelRow | undefined {
+    return this.transaction(() => {
+      if (!this.q.channelById.get(channelId)) return undefined;
+      this.q.setReadIndex.run(index, channelId);
+      for (const r of this.q.receivedCounters.all(channelId)) {
+        if (BigInt(r.counter) >= counter) this.q.deleteReceived.run(r.id);
+      }
+      return this.q.channelById.get(channelId);
+    });
+  }
+
+  // ------------------------------------------------------- introductions
+
+  /** The saved progress of the introduction of channel `name`, as introduction.ts works with it. */
+  introduction(name: string): IntroductionState | undefined {
+    const r = this.q.introduction.get(name);
+    if (!r) return undefined;
+    const state: IntroductionState = { role: r.role, step: r.step, voucher: r.voucher, writeCap: r.write_cap, readCap: r.read_cap };
+    const optional: [keyof IntroductionState, Buffer | string | null][] = [
+      ['displayName', r.display_name],
+      ['voucherPayload', r.voucher_payload],
+      ['voucherWriteCap', r.voucher_write_cap],
+      ['voucherReadCap', r.voucher_read_cap],
+      ['voucherSecretKey', r.voucher_secret_key],
+      ['replyIndex', r.reply_index],
+      ['sealedReply', r.sealed_reply],
+      ['peerReadCap', r.peer_read_cap],
+      ['peerName', r.peer_name],
+    ];
+    for (const [key, value] of optional) if (value !== null) (state as unknown as Record<string, unknown>)[key] = value;
+    return state;
+  }
+
+  /** Inserts or replaces the introduction of channel `name` (one statement). */
+  saveIntroduction(name: string, s: IntroductionState): void {
+    const blob = (b: Uint8Array | undefined): Buffer | null => (b === undefined || b === null ? null : Buffer.from(b));
+    this.q.saveIntroduction.run({
+      name,
+      role: s.role,
+      step: s.step,
+      voucher: Buffer.from(s.voucher),
+      write_cap: Buffer.from(s.writeCap),
+      read_cap: Buffer.from(s.readCap),
+      display_name: s.displayName ?? null,
+      voucher_payload: blob(s.voucherPayload),
+      voucher_write_cap: blob(s.voucherWriteCap),
+      voucher_read_cap: blob(s.voucherReadCap),
+      voucher_secret_key: blob(s.voucherSecretKey),
+      reply_index: blob(s.replyIndex),
+      sealed_reply: blob(s.sealedReply),
+      peer_read_cap: blob(s.peerReadCap),
+      peer_name: s.peerName ?? null,
+      now: Date.now(),
+    });
+  }
+
+  deleteIntroduction(name: string): void {
+    this.q.deleteIntroduction.run(name);
+  }
 }

@@ -1,6 +1,7 @@
 /**
  * Persistent Pigeonhole channels (library; no Node-RED imports).
- * See store.ts for the durability design and framing.ts for the message format.
+ * See sender.ts and receiver.ts for the durability design (the order of the
+ * recorded steps and their crash windows) and framing.ts for the message format.
  */
 export { ChannelStore, indexCounter } from './store';
 export * from './types';
@@ -20,3 +21,15 @@ export {
 } from './framing';
 export { SCHEMA_VERSION } from './db';
 export { acquireSharedStore, type SharedStore } from './registry';
+export {
+  VOUCHER_LENGTH,
+  formatVoucher,
+  parseVoucher,
+  startInvitation,
+  startJoin,
+  runIntroduction,
+  type IntroductionClient,
+  type IntroductionOptions,
+  type IntroductionRole,
+  type IntroductionState,
+} from './introduction';

@@ -1,9 +1,11 @@
 /**
- * Client events (PROTOCOL.md §4.3-§4.8, §2.6) and the unbounded queue behind
- * ThinClient.events(). Events are never dropped: a slow consumer only makes
- * its own queue grow.
+ * Client events (PROTOCOL.md §4.3-§4.8, §2.6), their delivery to listeners,
+ * and the unbounded queue behind ThinClient.events(). Events are never
+ * dropped: a slow consumer only makes its own queue grow.
  */
+import { errorText } from './messages';
 import type { PkiDocument } from './pki';
+import type { Logger } from './types';
 import type { PigeonholeGeometry, SphinxGeometry } from '../wire';
 
 /** The daemon's mixnet connectivity changed, or a (re)connect handshake reported it. */
@@ -162,5 +164,55 @@ export class EventQueue<T> implements AsyncIterableIterator<T> {
 
   [Symbol.asyncIterator](): AsyncIterableIterator<T> {
     return this;
+  }
+}
+
+type Listener = (e: ThinClientEvent) => unknown;
+
+/**
+ * Hands every event to the listeners of its type, then to the 'event'
+ * listeners, then to every events() iterator. A listener that throws or
+ * rejects is logged; it never reaches the read loop.
+ */
+export class EventFanout {
+  private readonly queues = new Set<EventQueue<ThinClientEvent>>();
+
+  constructor(
+    /** The listeners registered under a name, and the `this` they are called with. */
+    private readonly listeners: (name: string) => Listener[],
+    private readonly self: unknown,
+    private readonly log: Logger,
+  ) {}
+
+  publish(ev: ThinClientEvent): void {
+    this.deliver(ev.type, ev);
+    this.deliver('event', ev);
+    for (const q of this.queues) q.push(ev);
+  }
+
+  /** A new events() iterator; an already ended one when `ended` (the client is closed). */
+  iterator(signal: AbortSignal | undefined, ended: boolean): EventQueue<ThinClientEvent> {
+    const q = new EventQueue<ThinClientEvent>((done) => this.queues.delete(done), signal);
+    if (ended) q.end();
+    else if (!q.isEnded) this.queues.add(q);
+    return q;
+  }
+
+  /** End every iterator (close()). */
+  end(): void {
+    for (const q of [...this.queues]) q.end();
+  }
+
+  private deliver(name: string, ev: ThinClientEvent): void {
+    for (const listener of this.listeners(name)) {
+      try {
+        const r = listener.call(this.self, ev);
+        if (r && typeof (r as Promise<unknown>).then === 'function') {
+          (r as Promise<unknown>).then(undefined, (e: unknown) => this.log.error(`a '${name}' listener failed: ${errorText(e)}`));
+        }
+      } catch (e) {
+        this.log.error(`a '${name}' listener threw: ${errorText(e)}`);
+      }
+    }
   }
 }

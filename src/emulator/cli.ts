@@ -43,6 +43,11 @@ Options:
                          how long the courier keeps trying to read a temp-stream box that is not
                          written yet before it fails the copy (default 91, as the real courier,
                          in every latency mode; shorten it only to test that failure)
+  --courier-cache SECONDS
+                         how long the courier answers a re-sent read from its cache: a default
+                         read whose box is written after 5 re-dispatches stalls until then
+                         (default 300, as the real courier, with --realistic; else 0: a read
+                         completes as soon as its box is written)
   --no-pki               start without a PKI document, as a daemon that has not fetched one yet:
                          handshakes carry a null document and requests that need one fail
                          (error 4) until the "pki" command publishes it
@@ -181,6 +186,9 @@ export function parseArgs(argv: string[]): Parsed {
         break;
       case '--courier-patience':
         options.courierPatienceMs = nonNegativeNumber(arg, take()) * 1000;
+        break;
+      case '--courier-cache':
+        options.courierDedupTtlMs = nonNegativeNumber(arg, take()) * 1000;
         break;
       case '--no-pki':
         options.noPkiDocument = true;

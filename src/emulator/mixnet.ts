@@ -14,7 +14,7 @@ import { BoxStore, boxIdOf, CopyStreamDecoder, EnvelopeCrypto, firstIndexOfCap, 
 import { SERVICE_ENDPOINTS, type Courier, type Network } from './pki';
 import type { RequestBody } from './requests';
 import type { Session } from './sessions';
-import type { Timing } from './timing';
+import { COURIER_MAX_REDISPATCHES, type Timing } from './timing';
 
 /** Terminal copy verdicts are cached by the courier this long (PIGEONHOLE §2.6). */
 export const COPY_VERDICT_TTL_MS = 30 * 60 * 1000;
@@ -51,6 +51,8 @@ export interface MixnetConfig {
   courierInvalidEnvelopeCode: number;
   /** How long the courier keeps retrying a temp-stream box that is not written yet. */
   courierPatienceMs: number;
+  /** Age at which the courier forgets a cached reply; 0: no cache (reads wake on the write). */
+  courierDedupTtlMs: number;
   /** Initial connectivity. */
   online: boolean;
 }
@@ -73,6 +75,7 @@ export class SimulatedMixnet {
   private readonly sphinx: SphinxGeometry;
   private readonly courierInvalidEnvelopeCode: number;
   private readonly courierPatienceMs: number;
+  private readonly courierDedupTtlMs: number;
   private state: MixnetState = newMixnetState();
   private connected: boolean;
   private onlineWaiters = new Set<() => void>();
@@ -89,6 +92,7 @@ export class SimulatedMixnet {
     this.sphinx = config.sphinx;
     this.courierInvalidEnvelopeCode = config.courierInvalidEnvelopeCode;
     this.courierPatienceMs = config.courierPatienceMs;
+    this.courierDedupTtlMs = config.courierDedupTtlMs;
     this.connected = config.online;
   }
 
@@ -196,15 +200,33 @@ export class SimulatedMixnet {
       await this.transit(this.timing.roundTrip() / 2, signal);
       return this.arq.finishMessage(op, 23);
     }
+    // The courier's cache entry for this envelope: when it was made, and how many misses it re-dispatched.
+    let cachedSince = Date.now();
+    let redispatches = 0;
     for (;;) {
       // A read costs the courier ACK plus at least one more round trip for the payload.
       await this.transit(this.timing.roundTrip() / 2 + this.timing.followUpGate() + this.timing.roundTrip(), signal);
+      if (this.courierDedupTtlMs > 0 && redispatches >= COURIER_MAX_REDISPATCHES) {
+        // Every resend until the entry expires gets the cached "not found"; then the courier dispatches afresh.
+        const expiresIn = cachedSince + this.courierDedupTtlMs - Date.now();
+        if (expiresIn > 0) {
+          this.host.log(`read: the courier answers from its cache for ${Math.round(expiresIn / 1000)} s more (box not found ${redispatches + 1} times)`);
+          await sleep(expiresIn, signal);
+        }
+        cachedSince = Date.now();
+        redispatches = 0;
+      }
       const box = this.state.store.get(query.boxId);
       const sealed = EnvelopeCrypto.sealReply(query.replyKey, box ? { code: 0, boxId: query.boxId, box } : { code: 1, boxId: null, box: null });
       const reply = EnvelopeCrypto.openReply(b.envelope_descriptor, sealed);
       if (!reply) return this.arq.finishMessage(op, 22);
       if (reply.code === 1) {
         if (b.no_retry_on_box_id_not_found) return this.arq.finishMessage(op, 1);
+        if (this.courierDedupTtlMs > 0) {
+          // The daemon re-sends the same envelope; the courier re-dispatches it (counted above).
+          redispatches++;
+          continue;
+        }
         // Default reads retry without limit; wake up when the box is written instead of polling blindly.
         await this.state.store.waitFor(query.boxId, signal);
         continue;

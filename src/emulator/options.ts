@@ -55,6 +55,16 @@ export interface EmulatorOptions {
    */
   courierPatienceMs?: number;
   /**
+   * The courier's cache of replies per envelope (kpclientd v0.0.99's courier):
+   * a default read re-sent while its box does not exist is re-dispatched to
+   * the replicas at most 5 times; after that the courier answers "not found"
+   * from its cache until the entry is this old, so a read whose box is
+   * written later stalls until then. Default COURIER_DEDUP_TTL_MS (5 min) in
+   * 'realistic' mode; 0 (off: a read completes as soon as its box is
+   * written) in 'instant' and 'fast'.
+   */
+  courierDedupTtlMs?: number;
+  /**
    * Start without a PKI document, as a daemon that has not fetched one yet
    * (the pinned kpclientd): the handshake carries a null document and
    * requests that need one fail (error 4; get_pki_document 10) until

@@ -50,7 +50,7 @@ import {
 } from './pki';
 import { decodeRequest, RequestDecodeError, UnknownRequestError, type RequestBody } from './requests';
 import { SessionTable } from './sessions';
-import { COURIER_PATIENCE_MS, createTiming, LATENCY_MODES, type LatencyMode } from './timing';
+import { COURIER_DEDUP_TTL_MS, COURIER_PATIENCE_MS, createTiming, LATENCY_MODES, type LatencyMode } from './timing';
 import { listenWebSocket, type WebSocketListener } from './websocket';
 
 // What this module exported before the emulator was split into modules, from where it lives now.
@@ -119,6 +119,8 @@ export class EmulatorServer implements Emulator {
     const online = options.online ?? true;
     const courierPatienceMs = options.courierPatienceMs ?? COURIER_PATIENCE_MS;
     if (!(courierPatienceMs >= 0 && Number.isFinite(courierPatienceMs))) throw new RangeError('courierPatienceMs must be a non-negative number');
+    const courierDedupTtlMs = options.courierDedupTtlMs ?? (timing.mode === 'realistic' ? COURIER_DEDUP_TTL_MS : 0);
+    if (!(courierDedupTtlMs >= 0 && Number.isFinite(courierDedupTtlMs))) throw new RangeError('courierDedupTtlMs must be a non-negative number');
     if (options.pkiDocumentDelayMs !== undefined && !(options.pkiDocumentDelayMs >= 0 && Number.isFinite(options.pkiDocumentDelayMs))) {
       throw new RangeError('pkiDocumentDelayMs must be a non-negative number');
     }
@@ -146,6 +148,7 @@ export class EmulatorServer implements Emulator {
       sphinx: this.sphinx,
       courierInvalidEnvelopeCode: this.profile.courierInvalidEnvelopeCode,
       courierPatienceMs,
+      courierDedupTtlMs,
       online,
     });
     this.documents = new PkiDocuments(

@@ -56,6 +56,12 @@ const COURIER_SHARD_BACKOFF_MS = [500, 1000, 2000, 4000, 8000, 10_000, 10_000, 1
  * is written, as with a real mixnet. (EmulatorOptions.courierPatienceMs
  * changes it explicitly, for tests of the failure itself.)
  */
+/** The real courier keeps a reply per envelope hash this long (courier/server/plugin.go DedupCacheTTL). */
+export const COURIER_DEDUP_TTL_MS = 5 * 60_000;
+
+/** Re-dispatches to the replicas of a cached envelope whose replies were all errors (maxRedispatchAttempts). */
+export const COURIER_MAX_REDISPATCHES = 5;
+
 export const COURIER_PATIENCE_MS = 2 * COURIER_SHARD_BACKOFF_MS.reduce((a, b) => a + b, 0);
 
 function uniform(lo: number, hi: number): number {

@@ -24,6 +24,7 @@ import {
 } from '../../src';
 import { decodeCbor, decodeCborFaithful, decodeEnvelope, FrameDecoder, HEAD_RESPONSE_KINDS, RESPONSE_KINDS } from '../../src/wire';
 import { encodeCanonical } from '../../src/emulator/pki';
+import { formatVoucher, parseVoucher, runIntroduction, startInvitation, startJoin } from '../../src/channels/introduction';
 import { RawConnection } from './raw';
 import { connectReal, daemonAddress, wsDaemonAddress } from './support';
 
@@ -144,6 +145,37 @@ describe('real kpclientd v0.0.99: the current protocol', function () {
       assert.equal(got.toString(), 'hello from alice');
     } finally {
       await inductor.close();
+    }
+  });
+
+  it('a channel introduction (src/channels/introduction.ts) between two clients: invite and join meet, then messages both ways', async () => {
+    const bob = await connectReal({ requestTimeoutMs: LOCAL_TIMEOUT_MS });
+    try {
+      const [aliceOut, bobOut] = await Promise.all([c.newKeypair(randomBytes(32)), bob.newKeypair(randomBytes(32))]);
+      const steps: string[] = [];
+      const invite = await startInvitation(c, aliceOut, 'alice', (s) => steps.push(`invite:${s.step}`));
+      const poll = { pollInitialMs: 2000, pollMaxMs: 15_000 };
+      // Bob starts polling box 0 before Alice publishes it.
+      const [a, b] = await Promise.all([
+        runIntroduction(bob, startJoin(parseVoucher(formatVoucher(invite.voucher)), bobOut), { save: (s) => steps.push(`join:${s.step}`), ...poll }),
+        runIntroduction(c, invite, { save: (s) => steps.push(`invite:${s.step}`), ...poll }),
+      ]);
+      assert.deepEqual(steps.filter((s) => s.startsWith('invite')), ['invite:minted', 'invite:published', 'invite:done']);
+      assert.deepEqual(steps.filter((s) => s.startsWith('join')), ['join:inducted', 'join:done']);
+      assert.equal(b.peerName, 'alice');
+      assert.ok(a.peerReadCap!.equals(bobOut.readCap));
+      await Promise.all([
+        write(c, a.writeCap, ThinClient.firstMessageIndexOf(a.writeCap), 'alice to bob'),
+        write(bob, b.writeCap, ThinClient.firstMessageIndexOf(b.writeCap), 'bob to alice'),
+      ]);
+      const [toBob, toAlice] = await Promise.all([
+        read(bob, b.peerReadCap!, ThinClient.firstMessageIndexOf(b.peerReadCap!)),
+        read(c, a.peerReadCap!, ThinClient.firstMessageIndexOf(a.peerReadCap!)),
+      ]);
+      assert.equal(toBob.toString(), 'alice to bob');
+      assert.equal(toAlice.toString(), 'bob to alice');
+    } finally {
+      await bob.close();
     }
   });
 

@@ -119,7 +119,7 @@ describe('sessions and restarts against the real kpclientd v0.0.99', function ()
     }
   });
 
-  it('(a) an ARQ read and write in flight when the socket is lost still complete after the client reconnects and resumes the session', async () => {
+  it('(a) an ARQ read and write in flight when the socket is lost still complete after the client reconnects and resumes the session @ci', async () => {
     // kpclientd v0.0.99 drops what it had for a client that went away: requests still queued on that
     // connection, Pigeonhole replies that arrive while it is away, and the ARQ entry at its next
     // resend. The client therefore replays its in-flight ARQ requests on every reconnect, not only

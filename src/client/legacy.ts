@@ -1,0 +1,145 @@
+/**
+ * Legacy sends (PROTOCOL.md §3.3, §7.5): a payload to a service queue, with
+ * or without a SURB, and the blocking send that waits for the reply on its
+ * SURB ID; the daemon's sent and reply events feed those waiters.
+ */
+import type { DaemonLink } from './connection';
+import { newSurbId } from './crypto';
+import { DaemonDisconnectedError, KatzenpostError, OperationCancelledError, ThinClientTimeoutError, errorForGenericCode } from './errors';
+import type { ThinClientEvent } from './events';
+import { decodeMessageReply, decodeMessageSent } from './messages';
+import type { RawBody } from './messages';
+import type { BlockingSendOptions } from './types';
+import { exactBytes, nonEmptyBytes, optionalSignal, optionalTimeout, payloadBytes } from './validate';
+import { withDeadline } from '../util/deadline';
+import { HASH_LENGTH, SURB_ID_LENGTH, requestBodies } from '../wire';
+
+const DEFAULT_BLOCKING_SEND_TIMEOUT_MS = 30_000;
+
+interface SurbWaiter {
+  resolve: (payload: Buffer) => void;
+  reject: (err: Error) => void;
+}
+
+export class LegacySend {
+  /** blockingSendMessage calls waiting for their reply, by SURB ID (hex). */
+  private readonly waiters = new Map<string, SurbWaiter>();
+
+  constructor(
+    private readonly link: DaemonLink,
+    private readonly publish: (ev: ThinClientEvent) => void,
+  ) {}
+
+  async sendMessage(surbId: Uint8Array, payload: Uint8Array | string, destNode: Uint8Array, destQueue: Uint8Array): Promise<void> {
+    const surb = exactBytes('surbId', surbId, SURB_ID_LENGTH);
+    const frame = this.frame(surb, payload, destNode, destQueue);
+    this.link.requireOnline();
+    this.link.writeNow(frame);
+  }
+
+  async sendMessageWithoutReply(payload: Uint8Array | string, destNode: Uint8Array, destQueue: Uint8Array): Promise<void> {
+    const frame = this.frame(null, payload, destNode, destQueue);
+    this.link.requireOnline();
+    this.link.writeNow(frame);
+  }
+
+  async blockingSendMessage(payload: Uint8Array | string, destNode: Uint8Array, destQueue: Uint8Array, opts: BlockingSendOptions = {}): Promise<Buffer> {
+    const timeoutMs = optionalTimeout('timeoutMs', opts.timeoutMs) ?? DEFAULT_BLOCKING_SEND_TIMEOUT_MS;
+    const signal = optionalSignal('signal', opts.signal);
+    const surb = newSurbId();
+    const frame = this.frame(surb, payload, destNode, destQueue);
+    this.link.requireOnline();
+    const cancelled = () => new OperationCancelledError('blockingSendMessage was aborted');
+    if (signal?.aborted) throw cancelled();
+    let wait: AbortSignal | undefined;
+    let timedOut: Error | undefined;
+    try {
+      return await withDeadline(
+        timeoutMs,
+        () => (timedOut = new ThinClientTimeoutError(`blockingSendMessage: no reply within ${timeoutMs} ms`)),
+        (s) => this.awaitReply(surb.toString('hex'), frame, (wait = s)),
+        signal,
+      );
+    } catch (e) {
+      // An abort of `signal` comes out of withDeadline as its reason; this method has always said OperationCancelledError.
+      throw wait?.aborted && e === wait.reason && e !== timedOut ? cancelled() : e;
+    }
+  }
+
+  /** Register the waiter, then write (so even an instant reply finds it); `signal` aborting forgets the waiter. */
+  private awaitReply(key: string, frame: Buffer, signal: AbortSignal): Promise<Buffer> {
+    return new Promise<Buffer>((resolve, reject) => {
+      const forget = () => this.waiters.delete(key);
+      signal.addEventListener('abort', forget, { once: true });
+      this.waiters.set(key, {
+        resolve: (p) => {
+          forget();
+          resolve(p);
+        },
+        reject: (e) => {
+          forget();
+          reject(e);
+        },
+      });
+      try {
+        this.link.writeNow(frame);
+      } catch (e) {
+        forget();
+        reject(e as Error);
+      }
+    });
+  }
+
+  private frame(surb: Buffer | null, payload: Uint8Array | string, destNode: Uint8Array, destQueue: Uint8Array): Buffer {
+    const limit = this.link.sphinx?.UserForwardPayloadLength;
+    const body = requestBodies.sendMessage({
+      withSurb: surb !== null,
+      surbId: surb,
+      destinationIdHash: exactBytes('destNode', destNode, HASH_LENGTH),
+      recipientQueueId: nonEmptyBytes('destQueue', destQueue),
+      payload: payloadBytes('payload', payload, limit, 'sphinx UserForwardPayloadLength'),
+    });
+    return this.link.encode('send_message', body, 'payload');
+  }
+
+  // ------------------------------------------------------------ daemon events
+  onMessageSent(body: RawBody): void {
+    const ev = decodeMessageSent(body);
+    this.publish(ev);
+    if (ev.err && ev.surbId) {
+      this.waiters.get(ev.surbId.toString('hex'))?.reject(new KatzenpostError('SEND_FAILED', `send_message failed: ${ev.err}`));
+    }
+  }
+
+  onMessageReply(body: RawBody): void {
+    const ev = decodeMessageReply(body);
+    this.publish(ev);
+    const waiter = this.waiters.get(ev.surbId.toString('hex'));
+    if (!waiter) return;
+    const err = errorForGenericCode('send_message', ev.errorCode);
+    if (err) waiter.reject(err);
+    else waiter.resolve(ev.payload ?? Buffer.alloc(0));
+  }
+
+  /** The daemon went off the mixnet: no reply will come. */
+  mixnetDown(): void {
+    this.rejectAll(() => new DaemonDisconnectedError('connection lost: the daemon is no longer connected to the mixnet'));
+  }
+
+  /**
+   * A legacy reply comes back to the daemon session that sent the message,
+   * never to a new one: after a daemon restart or a session the daemon did
+   * not resume it cannot arrive, so its waiters fail now instead of at their
+   * timeout. (A resumed session gets its queued replies after session_token_reply.)
+   */
+  sessionLost(daemonRestarted: boolean): void {
+    const why = daemonRestarted
+      ? 'connection lost: the daemon restarted; the reply cannot arrive'
+      : 'connection lost: the daemon did not resume the session; the reply cannot arrive';
+    this.rejectAll(() => new DaemonDisconnectedError(why));
+  }
+
+  rejectAll(makeError: () => Error): void {
+    for (const w of [...this.waiters.values()]) w.reject(makeError());
+  }
+}
