@@ -122,6 +122,10 @@ function prepareStatements(db: Database.Database) {
       'INSERT INTO pending_copy_elements (seq, element, data, temp_index) VALUES (?, ?, ?, ?)',
     ),
     copyElements: db.prepare<[number], CopyElementRow>('SELECT * FROM pending_copy_elements WHERE seq = ? ORDER BY element'),
+    copyElementsFrom: db.prepare<[number, number, number], CopyElementRow>(
+      'SELECT * FROM pending_copy_elements WHERE seq = ? AND element >= ? ORDER BY element LIMIT ?',
+    ),
+    copyElementCount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM pending_copy_elements WHERE seq = ?'),
     copyElement: db.prepare<[number, number], CopyElementRow>('SELECT * FROM pending_copy_elements WHERE seq = ? AND element = ?'),
     setElementEnvelope: db.prepare<[Buffer, Buffer, Buffer, Buffer, Buffer, number, number]>(
       `UPDATE pending_copy_elements SET temp_index = ?, next_temp_index = ?, ciphertext = ?, descriptor = ?, envelope_hash = ?
@@ -353,6 +357,37 @@ export class ChannelDb {
 
   copyElements(seq: number): CopyElementRow[] {
     return this.q.copyElements.all(seq);
+  }
+
+  /** Up to `limit` elements from `from` on, in order: a window, so a large stream is never all in memory. */
+  copyElementsFrom(seq: number, from: number, limit: number): CopyElementRow[] {
+    return this.q.copyElementsFrom.all(seq, from, limit);
+  }
+
+  copyElementCount(seq: number): number {
+    return this.q.copyElementCount.get(seq)!.n;
+  }
+
+  /**
+   * Records the envelopes of a window of elements and the temp box of the
+   * element after it, in one transaction (one sync to disk for the window).
+   */
+  recordElementEnvelopes(
+    seq: number,
+    envelopes: { element: number; tempIndex: Buffer; env: RecordedEnvelope & { nextMessageBoxIndex: Buffer } }[],
+    next: { element: number; tempIndex: Buffer } | null,
+  ): void {
+    this.transaction(() => {
+      for (const e of envelopes) this.setElementEnvelope(seq, e.element, e.tempIndex, e.env);
+      if (next) this.setElementTempIndex(seq, next.element, next.tempIndex);
+    });
+  }
+
+  /** Marks elements acknowledged, in one transaction. */
+  markElementsDone(seq: number, elements: number[]): void {
+    this.transaction(() => {
+      for (const e of elements) this.q.markElementDone.run(seq, e);
+    });
   }
 
   copyElement(seq: number, element: number): CopyElementRow | undefined {

@@ -11,9 +11,10 @@
  *    message at the channel's write index (or, for a payload larger than a
  *    box, a fresh temporary keypair + create_courier_envelopes_from_payload),
  *    and records the result in `pending_writes` (commit) BEFORE dispatch.
- * 3. It dispatches start_resending_encrypted_message (copy: every temp
- *    element, each recorded before its dispatch and marked done after its
- *    ACK, then start_resending_copy_command).
+ * 3. It dispatches start_resending_encrypted_message (copy: the temp
+ *    elements in windows of COPY_ELEMENTS_IN_FLIGHT, each window's envelopes
+ *    recorded in one transaction before dispatch and marked done together
+ *    after their ACKs, then start_resending_copy_command).
  * 4. On acknowledgement, one transaction removes the queue entry and its
  *    pending state, advances the write index and logs the message in `sent`.
  *
@@ -51,6 +52,7 @@
  * look at the queue again; a wait inside the loop is cut short by `kick()`.
  */
 import { randomBytes } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import {
   BoxIDNotFoundError,
   CopyCommandFailedError,
@@ -66,7 +68,7 @@ import type { ChannelContext } from './context';
 import type { ChannelRow, OutboundRow, PendingWriteRow } from './db';
 import { ChannelClosedError, TombstoneRangeError } from './errors';
 import { encodeLarge, encodeSingle, needsCopy } from './framing';
-import type { ChannelClient, SendResult, TombstoneResult } from './types';
+import type { ChannelClient, ChannelEncryptResult, SendResult, TombstoneResult } from './types';
 
 /** True for errors the daemon reported about an envelope (as opposed to transport or cancellation). */
 function isDaemonVerdict(err: unknown): boolean {
@@ -78,6 +80,9 @@ function isDaemonVerdict(err: unknown): boolean {
     err.code !== 'DAEMON_DISCONNECTED'
   );
 }
+
+/** Copy-stream elements encrypted, recorded and dispatched together (one window). */
+const COPY_ELEMENTS_IN_FLIGHT = 16;
 
 /** The envelope columns of a pending_writes or pending_copy_elements row (all set once recorded). */
 type EnvelopeColumns = { descriptor: Buffer | null; ciphertext: Buffer | null; envelope_hash: Buffer | null };
@@ -129,7 +134,10 @@ class ChannelWorker {
     private readonly sender: Sender,
     private readonly ctx: ChannelContext,
     private readonly channelId: number,
-  ) {}
+  ) {
+    // A window of copy elements puts one abort listener per call in flight on this signal.
+    setMaxListeners(4 * COPY_ELEMENTS_IN_FLIGHT, this.controller.signal);
+  }
 
   /** Starts the loop if it is not running, or wakes it from a wait. */
   kick(): void {
@@ -419,26 +427,51 @@ export class Sender {
     const db = this.ctx.db;
     const seq = head.seq;
     const tempCap = pending.temp_write_cap!;
-    const elements = db.copyElements(seq);
+    const total = db.copyElementCount(seq);
+    /** Dispatches the recorded, unacknowledged elements of a window together and marks the acknowledged ones. */
+    const dispatchWindow = async (from: number, count: number): Promise<void> => {
+      const toSend = db.copyElementsFrom(seq, from, count).filter((el) => !el.done);
+      const outcomes = await Promise.allSettled(
+        toSend.map((el) => sendRecorded(client, tempCap, el, signal, () => db.clearElementEnvelope(seq, el.element)).then(() => el.element)),
+      );
+      const acked = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+      db.markElementsDone(seq, acked);
+      for (const element of acked) this.ctx.progress({ stage: 'element-acked', channel: row.name, seq, element, elements: total });
+      const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+      if (failed) throw failed.reason;
+    };
+    // The temp box of the next element to encrypt (each envelope names the box after it).
     let tempIndex: Buffer | null = null;
-    for (const el of elements) {
-      const at = el.temp_index ?? tempIndex;
-      if (!el.done) {
-        let env = el;
-        if (!env.ciphertext) {
-          const enc = await client.encryptWrite(el.data, tempCap, at!);
-          db.setElementEnvelope(seq, el.element, at!, enc);
-          env = db.copyElement(seq, el.element)!;
-          this.ctx.progress({ stage: 'element-recorded', channel: row.name, seq, element: el.element, elements: elements.length });
+    // The previous window's dispatch, overlapping this window's encryption.
+    let inFlight: Promise<void> = Promise.resolve();
+    try {
+      for (let from = 0; from < total; ) {
+        // A window of elements: their envelopes made in order (each needs the
+        // box index the previous one returned) and recorded in one transaction,
+        // then dispatched together while the next window is encrypted. Memory
+        // and disk syncs stay bounded per window.
+        const window = db.copyElementsFrom(seq, from, COPY_ELEMENTS_IN_FLIGHT);
+        const made: { element: number; tempIndex: Buffer; env: ChannelEncryptResult }[] = [];
+        for (const el of window) {
+          if (el.done || el.ciphertext) {
+            tempIndex = el.next_temp_index;
+            continue;
+          }
+          const at = el.temp_index ?? tempIndex!;
+          const enc = await client.encryptWrite(el.data, tempCap, at);
+          made.push({ element: el.element, tempIndex: at, env: enc });
+          tempIndex = enc.nextMessageBoxIndex;
         }
-        await sendRecorded(client, tempCap, env, signal, () => db.clearElementEnvelope(seq, el.element));
-        db.markElementDone(seq, el.element);
-        this.ctx.progress({ stage: 'element-acked', channel: row.name, seq, element: el.element, elements: elements.length });
-        tempIndex = env.next_temp_index;
-      } else {
-        tempIndex = el.next_temp_index;
+        const after = from + window.length;
+        db.recordElementEnvelopes(seq, made, after < total && tempIndex ? { element: after, tempIndex } : null);
+        for (const m of made) this.ctx.progress({ stage: 'element-recorded', channel: row.name, seq, element: m.element, elements: total });
+        await inFlight;
+        inFlight = dispatchWindow(from, window.length);
+        from = after;
       }
-      if (el.element + 1 < elements.length && tempIndex) db.setElementTempIndex(seq, el.element + 1, tempIndex);
+    } finally {
+      // Never leave a window's dispatch unobserved (its failure is the one to report).
+      await inFlight;
     }
     // Propagation gate (as the reference tests do): the courier gives up on a
     // temp box it cannot read after about a minute, so wait until the last
