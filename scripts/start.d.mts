@@ -19,6 +19,8 @@ export interface StartOptions {
   emulator?: boolean;
   emulatorListen?: string;
   realistic?: boolean;
+  /** The protocol the emulator speaks: 'pinned' (kpclientd v0.0.76, default) or 'current' (v0.0.99, Contact Vouchers). */
+  protocol?: 'pinned' | 'current';
   userDir?: string;
   resetFlows?: boolean;
   /** Print the emulator's log (one line per request). */

@@ -38,6 +38,9 @@ Options:
                         unless --daemon says otherwise)
   --emulator ADDRESS    where the emulator listens (default ${DEFAULT_EMULATOR_LISTEN})
   --realistic           emulator with mixnet-like latency instead of a few milliseconds
+  --protocol LEVEL      the protocol the emulator speaks: current (kpclientd v0.0.99, what
+                        is installed today, the default: Contact Vouchers, so the channel
+                        kinds invite and join work) or pinned (v0.0.76)
   --verbose             print the emulator's log (one line per request) with Node-RED's
   --user-dir DIR        Node-RED user directory (default .node-red-user/ in the project)
   --reset-flows         replace the flows in the user directory with the demo flows
@@ -48,7 +51,7 @@ Node-RED instead of the one in devDependencies.`;
 
 /** Parse argv into options; throws Error with a message meant for people. */
 export function parseArgs(argv) {
-  const o = { port: DEFAULT_EDITOR_PORT, host: '127.0.0.1', daemon: null, emulator: true, emulatorListen: DEFAULT_EMULATOR_LISTEN, realistic: false, userDir: join(ROOT, '.node-red-user'), resetFlows: false, verbose: false, help: false };
+  const o = { port: DEFAULT_EDITOR_PORT, host: '127.0.0.1', daemon: null, emulator: true, emulatorListen: DEFAULT_EMULATOR_LISTEN, realistic: false, protocol: 'current', userDir: join(ROOT, '.node-red-user'), resetFlows: false, verbose: false, help: false };
   const need = (i, name) => {
     if (i >= argv.length || argv[i].startsWith('--')) throw new Error(`${name} needs a value (see --help)`);
     return argv[i];
@@ -73,6 +76,12 @@ export function parseArgs(argv) {
       case '--no-emulator': o.emulator = false; break;
       case '--emulator': o.emulatorListen = value(); break;
       case '--realistic': o.realistic = true; break;
+      case '--protocol': {
+        const v = value();
+        if (v !== 'pinned' && v !== 'current') throw new Error(`--protocol: expected pinned or current, got "${v}"`);
+        o.protocol = v;
+        break;
+      }
       case '--user-dir': o.userDir = resolve(value()); break;
       case '--reset-flows': o.resetFlows = true; break;
       case '--verbose': o.verbose = true; break;
@@ -310,7 +319,8 @@ export function demoChannelCredentials(userDir, flows) {
   const credentials = {};
   let added = false;
   for (const n of flows) {
-    if (n.type !== 'katzenpost-channel' || (n.mode ?? 'owned') !== 'owned') continue;
+    // Owned channels, and the outgoing channels of invite and join (a join's voucher comes from the other side, at run time).
+    if (n.type !== 'katzenpost-channel' || (n.mode ?? 'owned') === 'imported') continue;
     if (typeof seeds[n.id] !== 'string') {
       seeds[n.id] = randomBytes(32).toString('hex');
       added = true;
@@ -438,7 +448,7 @@ export async function startDemo(options = {}) {
   if (o.emulator) {
     const { startEmulator } = await loadEmulatorModule();
     try {
-      emulator = await startEmulator({ listen: o.emulatorListen, latency: o.realistic ? 'realistic' : 'fast', log: o.emulatorLog ?? (o.verbose ? (line) => log(`[emulator] ${line}`) : () => {}) });
+      emulator = await startEmulator({ listen: o.emulatorListen, latency: o.realistic ? 'realistic' : 'fast', protocol: o.protocol, log: o.emulatorLog ?? (o.verbose ? (line) => log(`[emulator] ${line}`) : () => {}) });
     } catch (e) {
       if (e && e.code === 'EADDRINUSE') {
         throw new Error(`the emulator cannot listen on ${o.emulatorListen}: the address is in use (a kpclientd or another emulator?). ` +

@@ -5,11 +5,12 @@
  * The daemon emulator is a separate entry point ('.../emulator').
  */
 export { ThinClient } from './client/client';
-export { DEFAULT_HANDSHAKE_TIMEOUT_MS } from './client/types';
+export { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from './client/types';
 export type {
   ArqOptions,
   BlockingSendOptions,
   CallOptions,
+  ConnectOptions,
   CopyCommandOptions,
   CourierEnvelopesResult,
   CurrentOnlyMethod,
@@ -17,6 +18,7 @@ export type {
   DirectoryAuthority,
   EncryptResult,
   KeypairResult,
+  LegacyReply,
   Logger,
   MultiPayloadDestination,
   MultiPayloadResult,
@@ -33,6 +35,7 @@ export type {
   VoucherStreamCaps,
 } from './client/types';
 export type {
+  ConnectFailedEvent,
   ConnectionStatusEvent,
   DaemonDisconnectedEvent,
   DaemonReconnectedEvent,

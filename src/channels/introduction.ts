@@ -85,7 +85,9 @@ export function formatVoucher(voucher: Uint8Array): string {
 export function parseVoucher(text: unknown): Buffer {
   const digits = typeof text === 'string' ? text.replace(/[\s-]/g, '').toLowerCase() : '';
   if (!/^[0-9a-f]{64}$/.test(digits)) {
-    const got = typeof text === 'string' ? `${digits.length} hex digits` : typeof text;
+    // Never the text itself: a voucher with a typo is still nearly the secret.
+    const got =
+      typeof text !== 'string' ? typeof text : /^[0-9a-f]*$/.test(digits) ? `${digits.length} hex digits` : `${digits.length} characters, not all hex digits`;
     throw new InvalidArgumentError('voucher', `${VOUCHER_LENGTH} bytes as 64 hex digits (dashes and spaces allowed)`, got);
   }
   return Buffer.from(digits, 'hex');

@@ -558,11 +558,7 @@ export class ChannelStore extends EventEmitter {
 
   // -------------------------------------------------------- introductions
 
-  /**
-   * Saves how far the Contact Voucher introduction of channel `name` got
-   * (introduction.ts), replacing what was saved before. The state holds
-   * caps, keys and the voucher: kept like the channels' caps, never logged.
-   */
+  /** Saves how far the Contact Voucher introduction of channel `name` got (introduction.ts). Secrets inside: kept like caps, never logged. */
   saveIntroduction(name: string, state: IntroductionState): void {
     checkName(name);
     this.assertOpen();

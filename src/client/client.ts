@@ -1,7 +1,7 @@
 /**
  * ThinClient: the TypeScript thin client for kpclientd (PROTOCOL.md), as a
  * façade. It keeps the public API and wires the modules that do the work:
- * connection.ts (socket, handshake, reconnect), requests.ts (pending
+ * connection.ts and socket.ts (socket, handshake, reconnect), requests.ts (pending
  * requests, replay, cancel, deadlines), legacy.ts, pigeonhole.ts and
  * directory.ts (the operations), messages.ts (typed replies and events).
  */
@@ -27,6 +27,7 @@ import type {
   ArqOptions,
   BlockingSendOptions,
   CallOptions,
+  ConnectOptions,
   CopyCommandOptions,
   CourierEnvelopesResult,
   CurrentOnlyMethod,
@@ -34,6 +35,7 @@ import type {
   DirectoryAuthority,
   EncryptResult,
   KeypairResult,
+  LegacyReply,
   MultiPayloadDestination,
   MultiPayloadResult,
   RawPkiDocument,
@@ -210,12 +212,17 @@ export class ThinClient extends EventEmitter<EventArgs> {
   /**
    * Open the socket and perform the handshake (§2.1). Resolves once the
    * session token reply arrived. While the client is reconnecting by
-   * itself, resolves at the next successful reconnect.
+   * itself, resolves at the next successful reconnect. `{ retry: true }`
+   * keeps trying after a failed attempt (no daemon, a broken handshake),
+   * with the reconnect backoff, until connected, `signal` aborts (its
+   * reason, else OperationCancelledError) or close()/disconnect() is called
+   * (OperationCancelledError); meanwhile lastConnectionError names the last
+   * failure and each one is a 'connectFailed' event.
    * @throws DaemonDisconnectedError (cannot reach the daemon, or the client is closed),
-   *         ProtocolError / CborError (the daemon broke the handshake), ThinClientTimeoutError
+   *         ProtocolError / CborError (the daemon broke the handshake), ThinClientTimeoutError, InvalidArgumentError
    */
-  connect(): Promise<void> {
-    return this.link.connect();
+  connect(opts: ConnectOptions = {}): Promise<void> {
+    return this.link.connect(opts);
   }
 
   /**
@@ -315,22 +322,20 @@ export class ThinClient extends EventEmitter<EventArgs> {
   }
 
   /**
-   * Send with a fresh SURB and wait for the reply's payload (§7.5).
-   * A lost daemon connection does not end the wait by itself: if the
-   * reconnect resumes the session, the reply the daemon queued meanwhile
-   * still arrives.
-   * @throws InvalidArgumentError, ThinClientOfflineError, ThinClientTimeoutError (default 30 s),
-   *         OperationCancelledError (signal), DaemonDisconnectedError ("connection lost": the daemon
-   *         went offline, restarted, or did not resume the session after a reconnect; or the
-   *         connection dropped with reconnect disabled), KatzenpostError SEND_FAILED
-   *         (message_sent_event carried an error)
+   * Send with a fresh SURB and wait for the reply (§7.5): its payload, the SURB ID, the daemon's sentAt and
+   * replyEtaMs, and its error code (returned, not thrown). A lost daemon connection does not end the wait by
+   * itself: if the reconnect resumes the session, the reply the daemon queued meanwhile still arrives.
+   * @throws InvalidArgumentError, ThinClientOfflineError, ThinClientTimeoutError (default 30 s), OperationCancelledError
+   *         (signal), DaemonDisconnectedError ("connection lost": the daemon went offline, restarted, or did not resume
+   *         the session after a reconnect; or the connection dropped with reconnect disabled), KatzenpostError
+   *         SEND_FAILED (message_sent_event carried an error)
    */
-  blockingSendMessage(
-    payload: Uint8Array | string,
-    destNode: Uint8Array,
-    destQueue: Uint8Array,
-    opts: BlockingSendOptions = {},
-  ): Promise<Buffer> {
+  sendMessageAwaitingReply(payload: Uint8Array | string, destNode: Uint8Array, destQueue: Uint8Array, opts?: BlockingSendOptions): Promise<LegacyReply> {
+    return this.legacy.sendMessageAwaitingReply(payload, destNode, destQueue, opts);
+  }
+
+  /** sendMessageAwaitingReply for the reply's payload. @throws as it, and DaemonError('send_message', code) for a reply's error code */
+  blockingSendMessage(payload: Uint8Array | string, destNode: Uint8Array, destQueue: Uint8Array, opts?: BlockingSendOptions): Promise<Buffer> {
     return this.legacy.blockingSendMessage(payload, destNode, destQueue, opts);
   }
 

@@ -1,14 +1,14 @@
 /**
- * The link to the daemon: one socket at a time (TCP, Unix or WebSocket), its
- * handshake (§2.1), the daemon's status, and the reconnect state machine
- * with backoff (§2.6). Frames after the handshake go to the client's hooks.
+ * The link to the daemon: one socket at a time (TCP, Unix or WebSocket,
+ * dialed by socket.ts), its handshake (§2.1), the daemon's status, and the
+ * connect/reconnect state machine with its one backoff (§2.6; also between
+ * the attempts of connect({ retry: true })). Frames after the handshake go
+ * to the client's hooks.
  */
-import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
-import WebSocket, { createWebSocketStream } from 'ws';
 
 import type { Capabilities } from './capabilities';
-import { describeDial, unixSocketPath } from './config';
+import { describeDial } from './config';
 import type { DialConfig } from './config';
 import {
   CborError,
@@ -25,8 +25,11 @@ import { checkFrameFields, decodeSessionTokenReply, decodeStatusEvent } from './
 import type { RawBody } from './messages';
 import type { Transport } from './requests';
 import type { Settings } from './settings';
-import type { Logger } from './types';
+import { dialDaemon, endSocket, writeBatched } from './socket';
+import type { ConnectOptions, Logger } from './types';
+import { booleanArg, optionalSignal } from './validate';
 import { Backoff } from '../util/backoff';
+import { abortReason } from '../util/deadline';
 import { FrameDecoder, HEAD_RESPONSE_KINDS, RESPONSE_KINDS, decodeEnvelope, encodeFrame, encodeRequest, requestBodies } from '../wire';
 import type { AnyRequestKind, PigeonholeGeometry, SphinxGeometry } from '../wire';
 
@@ -57,9 +60,6 @@ export interface LinkHooks {
 const KNOWN_RESPONSE_KINDS: readonly string[] = [...RESPONSE_KINDS, ...HEAD_RESPONSE_KINDS];
 /** Pinned frames that answer no call: the events and the handshake's session_token_reply. */
 const CALL_FREE_KINDS: ReadonlySet<string> = new Set(RESPONSE_KINDS.filter((k) => !k.endsWith('_reply') || k === 'session_token_reply'));
-const SOCKET_END_GRACE_MS = 1_000;
-/** Frames of one tick are concatenated into writes of up to this many bytes; a larger frame is written alone. */
-const WRITE_BATCH_BYTES = 64 * 1024;
 
 /** One socket (a TCP or Unix stream, or a WebSocket byte stream) and its handshake progress. */
 interface Connection {
@@ -81,6 +81,13 @@ interface Connection {
   flushScheduled: boolean;
 }
 
+/** A connect() call waiting for the handshake; `retry`: it wants another attempt after a failed one. */
+interface ConnectWaiter {
+  retry: boolean;
+  resolve(): void;
+  reject(e: Error): void;
+}
+
 export class DaemonLink implements Transport {
   private readonly dial: DialConfig;
   private readonly log: Logger;
@@ -92,7 +99,7 @@ export class DaemonLink implements Transport {
   private reconnectTimer: NodeJS.Timeout | null = null;
   /** The daemon instance token seen before the last loss, to detect a restart. */
   private tokenBeforeLoss: Buffer | null = null;
-  private connectWaiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
+  private connectWaiters: ConnectWaiter[] = [];
 
   // What the daemon said; written only here.
   /** Its instance token from the last connection_status_event. */
@@ -129,18 +136,22 @@ export class DaemonLink implements Transport {
   }
 
   /** See ThinClient.connect(). */
-  connect(): Promise<void> {
+  async connect(opts: ConnectOptions): Promise<void> {
+    const signal = optionalSignal('signal', opts.signal);
+    const retry = opts.retry === undefined ? false : booleanArg('retry', opts.retry);
     switch (this.linkState) {
       case 'closed':
-        return Promise.reject(new DaemonDisconnectedError('the client is closed'));
+        throw new DaemonDisconnectedError('the client is closed');
       case 'connected':
-        return Promise.resolve();
+        return;
       case 'connecting':
       case 'reconnecting':
-        return this.waitForConnection();
+        return this.waitForConnection(retry, signal);
       case 'idle': {
+        if (signal?.aborted) throw connectAborted(signal);
         this.linkState = 'connecting';
-        const done = this.waitForConnection();
+        this.backoff.reset();
+        const done = this.waitForConnection(retry, signal);
         this.openConnection('connect');
         return done;
       }
@@ -201,41 +212,40 @@ export class DaemonLink implements Transport {
     return true;
   }
 
-  /** Write the queued frames: small ones concatenated, a large one on its own (no copy). A dead connection drops them. */
+  /** Write the queued frames (see writeBatched). A dead connection drops them. */
   private flushWrites(conn: Connection): void {
     conn.flushScheduled = false;
     const q = conn.outq;
     if (q.length === 0) return;
     conn.outq = [];
     if (conn.dead || conn.socket.destroyed || !conn.socket.writable) return;
-    if (q.length === 1) {
-      conn.socket.write(q[0]);
-      return;
-    }
-    let batch: Buffer[] = [];
-    let size = 0;
-    const send = () => {
-      if (batch.length === 1) conn.socket.write(batch[0]);
-      else if (batch.length > 1) conn.socket.write(Buffer.concat(batch, size));
-      batch = [];
-      size = 0;
-    };
-    for (const f of q) {
-      if (f.length > WRITE_BATCH_BYTES) {
-        send();
-        conn.socket.write(f);
-        continue;
-      }
-      if (size + f.length > WRITE_BATCH_BYTES) send();
-      batch.push(f);
-      size += f.length;
-    }
-    send();
+    writeBatched(conn.socket, q);
   }
 
   // ---------------------------------------------------- sockets and frames
-  private waitForConnection(): Promise<void> {
-    return new Promise((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
+  /** A waiter for the next handshake; `signal` aborting removes it (and gives the first connect up when nobody waits any more). */
+  private waitForConnection(retry: boolean, signal: AbortSignal | undefined): Promise<void> {
+    return new Promise((resolve, reject) => {
+      if (signal?.aborted) return reject(connectAborted(signal));
+      const onAbort = (): void => {
+        this.connectWaiters = this.connectWaiters.filter((x) => x !== w);
+        reject(connectAborted(signal));
+        if (this.linkState === 'connecting' && this.connectWaiters.length === 0) this.abandonConnect();
+      };
+      const w: ConnectWaiter = {
+        retry,
+        resolve: () => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve();
+        },
+        reject: (e) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(e);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.connectWaiters.push(w);
+    });
   }
 
   private settleConnectWaiters(err: Error | null): void {
@@ -245,9 +255,22 @@ export class DaemonLink implements Transport {
     }
   }
 
+  /** Every connect() of a first connection was aborted: stop the attempt in progress or the wait for the next one. */
+  private abandonConnect(): void {
+    const hs = this.handshaking;
+    this.handshaking = null;
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.linkState = 'idle';
+    this.mixnetConnected = false;
+    if (hs) this.failConnection(hs, new OperationCancelledError('connect() was aborted'));
+    const e = this.lastSocketError;
+    this.hooks.failAll(() => new DaemonDisconnectedError(`not connected: connect() was aborted${e ? ` (last attempt: ${e.message})` : ''}`));
+  }
+
   private openConnection(purpose: Connection['purpose']): Connection {
     const d = this.dial;
-    const socket = this.dialSocket(d);
+    const socket = dialDaemon(d, this.settings);
     const conn: Connection = {
       id: ++this.connectionCounter,
       purpose,
@@ -282,33 +305,6 @@ export class DaemonLink implements Transport {
     socket.on('close', () => this.onClose(conn));
     this.log.debug(`connection ${conn.id}: dialing ${describeDial(d)}`);
     return conn;
-  }
-
-  /**
-   * A byte stream to the daemon. WebSocket (kpclientd v0.0.99+ [Listen.Ws],
-   * §9.1): the same length-prefixed frames inside binary messages whose
-   * boundaries mean nothing, so the stream is read and written exactly like
-   * a socket; each frame is one write, hence one message.
-   */
-  private dialSocket(d: DialConfig): Duplex {
-    if (d.kind === 'ws') {
-      const ws = new WebSocket(d.url, {
-        perMessageDeflate: false,
-        handshakeTimeout: this.settings.handshakeTimeoutMs,
-        // A message holds at least one whole frame when the daemon writes one frame per message.
-        maxPayload: Math.max(100 * 1024 * 1024, this.settings.maxFrameLength + 4),
-      });
-      const stream = createWebSocketStream(ws);
-      // It ends when the daemon closes the WebSocket but, unlike a socket, never closes by itself.
-      stream.on('end', () => stream.destroy());
-      return stream;
-    }
-    const socket =
-      d.kind === 'tcp'
-        ? net.connect({ host: d.host, port: d.port, family: d.network === 'tcp4' ? 4 : d.network === 'tcp6' ? 6 : 0 })
-        : net.connect({ path: unixSocketPath(d.path) });
-    if (d.kind === 'tcp') socket.setNoDelay(true);
-    return socket;
   }
 
   /** Tear a connection down; its 'close' handler decides what happens next. */
@@ -481,15 +477,27 @@ export class DaemonLink implements Transport {
 
   private onHandshakeFailed(conn: Connection, err: Error): void {
     this.log.debug(`connection ${conn.id}: handshake failed: ${err.message}`);
-    if (!(conn.error instanceof OperationCancelledError)) this.lastSocketError = conn.error ?? err;
+    if (conn.error instanceof OperationCancelledError) return; // torn down on purpose: close(), disconnect(), an aborted connect()
+    this.lastSocketError = conn.error ?? err;
     if (this.linkState === 'connecting' && conn.purpose === 'connect') {
+      // Plain connect() calls fail with this attempt; connect({ retry: true }) calls wait for the next one.
+      for (const w of this.connectWaiters.filter((x) => !x.retry)) w.reject(err);
+      this.connectWaiters = this.connectWaiters.filter((x) => x.retry);
+      if (this.connectWaiters.length > 0) {
+        this.attemptFailed(err, false, this.scheduleAttempt());
+        return;
+      }
       this.linkState = 'idle';
       this.mixnetConnected = false;
-      this.settleConnectWaiters(err);
+      this.attemptFailed(err, false, null);
       this.hooks.failAll(() => new DaemonDisconnectedError(`not connected: ${err.message}`));
     } else if (this.linkState === 'reconnecting' && conn.purpose === 'reconnect') {
-      this.scheduleReconnect();
+      this.attemptFailed(err, true, this.scheduleAttempt());
     }
+  }
+
+  private attemptFailed(error: Error, reconnecting: boolean, retryInMs: number | null): void {
+    this.hooks.publish({ type: 'connectFailed', error, reconnecting, retryInMs });
   }
 
   private onConnectionLost(conn: Connection): void {
@@ -507,22 +515,27 @@ export class DaemonLink implements Transport {
     }
     this.hooks.publish({ type: 'daemonDisconnected', isGraceful: conn.sawShutdown, error: err });
     if (this.linkState === 'reconnecting') {
-      this.scheduleReconnect();
+      this.scheduleAttempt();
     } else if (this.linkState === 'idle') {
       const why = `the daemon connection was lost${err ? `: ${err.message}` : ''}`;
       this.hooks.failAll(() => new DaemonDisconnectedError(why, conn.sawShutdown));
     }
   }
 
-  /** A backoff delay precedes every attempt (§2.6 step 3). */
-  private scheduleReconnect(): void {
-    if (this.linkState !== 'reconnecting' || this.reconnectTimer) return;
+  /**
+   * A backoff delay precedes every reconnect attempt (§2.6 step 3) and every
+   * further attempt of connect({ retry: true }). Returns the delay.
+   */
+  private scheduleAttempt(): number {
+    const wanted = this.linkState;
     const delay = this.backoff.next();
-    this.log.debug(`reconnecting in ${delay} ms (attempt ${this.backoff.attempts})`);
+    if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+    this.log.debug(`${wanted === 'reconnecting' ? 're' : ''}connecting in ${delay} ms (attempt ${this.backoff.attempts})`);
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
-      if (this.linkState === 'reconnecting') this.openConnection('reconnect');
+      if (this.linkState === wanted) this.openConnection(wanted === 'reconnecting' ? 'reconnect' : 'connect');
     }, delay);
+    return delay;
   }
 
   /** See ThinClient.close() (sayGoodbye: thin_close first) and ThinClient.disconnect(). */
@@ -555,15 +568,6 @@ export class DaemonLink implements Transport {
   }
 }
 
-/** End a socket politely, destroying it if the peer does not close in time. */
-function endSocket(socket: Duplex): Promise<void> {
-  if (socket.destroyed) return Promise.resolve();
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => socket.destroy(), SOCKET_END_GRACE_MS);
-    socket.once('close', () => {
-      clearTimeout(timer);
-      resolve();
-    });
-    socket.end();
-  });
+function connectAborted(signal: AbortSignal | undefined): Error {
+  return abortReason(signal, () => new OperationCancelledError('connect() was aborted'));
 }

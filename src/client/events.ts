@@ -78,6 +78,20 @@ export interface DaemonReconnectedEvent {
   replayed: number;
 }
 
+/**
+ * A connect or reconnect attempt failed (not emitted for an attempt that
+ * close(), disconnect() or an aborted connect() cut short).
+ */
+export interface ConnectFailedEvent {
+  type: 'connectFailed';
+  /** Why, as connect() rejects: names the address and the socket error (the raw one is ThinClient.lastConnectionError). */
+  error: Error;
+  /** True for the client's own reconnect after a loss; false for connect(). */
+  reconnecting: boolean;
+  /** The delay before the next attempt, or null when none follows (connect() without retry). */
+  retryInMs: number | null;
+}
+
 export type ThinClientEvent =
   | ConnectionStatusEvent
   | NewPkiDocumentEvent
@@ -86,7 +100,8 @@ export type ThinClientEvent =
   | MessageIdGarbageCollectedEvent
   | ShutdownEvent
   | DaemonDisconnectedEvent
-  | DaemonReconnectedEvent;
+  | DaemonReconnectedEvent
+  | ConnectFailedEvent;
 
 export type ThinClientEventType = ThinClientEvent['type'];
 
@@ -100,6 +115,7 @@ export interface ThinClientEventMap {
   shutdown: ShutdownEvent;
   daemonDisconnected: DaemonDisconnectedEvent;
   daemonReconnected: DaemonReconnectedEvent;
+  connectFailed: ConnectFailedEvent;
   event: ThinClientEvent;
 }
 

@@ -1,7 +1,8 @@
 /**
  * Legacy sends (PROTOCOL.md §3.3, §7.5): a payload to a service queue, with
- * or without a SURB, and the blocking send that waits for the reply on its
- * SURB ID; the daemon's sent and reply events feed those waiters.
+ * or without a SURB, and the sends that wait for the reply on their SURB ID
+ * (with its details, or just its payload); the daemon's sent and reply
+ * events feed those waiters.
  */
 import type { DaemonLink } from './connection';
 import { newSurbId } from './crypto';
@@ -9,20 +10,22 @@ import { DaemonDisconnectedError, KatzenpostError, OperationCancelledError, Thin
 import type { ThinClientEvent } from './events';
 import { decodeMessageReply, decodeMessageSent } from './messages';
 import type { RawBody } from './messages';
-import type { BlockingSendOptions } from './types';
+import type { BlockingSendOptions, LegacyReply } from './types';
 import { exactBytes, nonEmptyBytes, optionalSignal, optionalTimeout, payloadBytes } from './validate';
 import { withDeadline } from '../util/deadline';
 import { HASH_LENGTH, SURB_ID_LENGTH, requestBodies } from '../wire';
 
-const DEFAULT_BLOCKING_SEND_TIMEOUT_MS = 30_000;
+const DEFAULT_REPLY_TIMEOUT_MS = 30_000;
 
+/** A send waiting for its reply, by SURB ID; `sent` is filled in by the daemon's message_sent_event. */
 interface SurbWaiter {
-  resolve: (payload: Buffer) => void;
+  sent: { sentAt: Date | null; replyEtaMs: number } | null;
+  resolve: (reply: LegacyReply) => void;
   reject: (err: Error) => void;
 }
 
 export class LegacySend {
-  /** blockingSendMessage calls waiting for their reply, by SURB ID (hex). */
+  /** Sends waiting for their reply, by SURB ID (hex). */
   private readonly waiters = new Map<string, SurbWaiter>();
 
   constructor(
@@ -43,38 +46,59 @@ export class LegacySend {
     this.link.writeNow(frame);
   }
 
+  sendMessageAwaitingReply(payload: Uint8Array | string, destNode: Uint8Array, destQueue: Uint8Array, opts: BlockingSendOptions = {}): Promise<LegacyReply> {
+    return this.sendAwaiting('sendMessageAwaitingReply', payload, destNode, destQueue, opts);
+  }
+
+  /** sendMessageAwaitingReply for the payload; a reply's error code becomes a DaemonError. */
   async blockingSendMessage(payload: Uint8Array | string, destNode: Uint8Array, destQueue: Uint8Array, opts: BlockingSendOptions = {}): Promise<Buffer> {
-    const timeoutMs = optionalTimeout('timeoutMs', opts.timeoutMs) ?? DEFAULT_BLOCKING_SEND_TIMEOUT_MS;
+    const reply = await this.sendAwaiting('blockingSendMessage', payload, destNode, destQueue, opts);
+    const err = errorForGenericCode('send_message', reply.errorCode);
+    if (err) throw err;
+    return reply.payload;
+  }
+
+  /** Send with a fresh SURB and wait for its reply; `method` names the caller in errors. */
+  private async sendAwaiting(
+    method: string,
+    payload: Uint8Array | string,
+    destNode: Uint8Array,
+    destQueue: Uint8Array,
+    opts: BlockingSendOptions,
+  ): Promise<LegacyReply> {
+    const timeoutMs = optionalTimeout('timeoutMs', opts.timeoutMs) ?? DEFAULT_REPLY_TIMEOUT_MS;
     const signal = optionalSignal('signal', opts.signal);
     const surb = newSurbId();
     const frame = this.frame(surb, payload, destNode, destQueue);
     this.link.requireOnline();
-    const cancelled = () => new OperationCancelledError('blockingSendMessage was aborted');
+    const cancelled = () => new OperationCancelledError(`${method} was aborted`);
     if (signal?.aborted) throw cancelled();
     let wait: AbortSignal | undefined;
     let timedOut: Error | undefined;
     try {
       return await withDeadline(
         timeoutMs,
-        () => (timedOut = new ThinClientTimeoutError(`blockingSendMessage: no reply within ${timeoutMs} ms`)),
-        (s) => this.awaitReply(surb.toString('hex'), frame, (wait = s)),
+        () => (timedOut = new ThinClientTimeoutError(`${method}: no reply within ${timeoutMs} ms`)),
+        (s) => this.awaitReply(surb, frame, (wait = s)),
         signal,
       );
     } catch (e) {
-      // An abort of `signal` comes out of withDeadline as its reason; this method has always said OperationCancelledError.
+      // An abort of `signal` comes out of withDeadline as its reason; these methods have always said OperationCancelledError.
       throw wait?.aborted && e === wait.reason && e !== timedOut ? cancelled() : e;
     }
   }
 
   /** Register the waiter, then write (so even an instant reply finds it); `signal` aborting forgets the waiter. */
-  private awaitReply(key: string, frame: Buffer, signal: AbortSignal): Promise<Buffer> {
-    return new Promise<Buffer>((resolve, reject) => {
+  private awaitReply(surb: Buffer, frame: Buffer, signal: AbortSignal): Promise<LegacyReply> {
+    const key = surb.toString('hex');
+    return new Promise<LegacyReply>((resolve, reject) => {
       const forget = () => this.waiters.delete(key);
       signal.addEventListener('abort', forget, { once: true });
       this.waiters.set(key, {
-        resolve: (p) => {
+        sent: null,
+        resolve: (r) => {
           forget();
-          resolve(p);
+          resolve(r);
         },
         reject: (e) => {
           forget();
@@ -106,19 +130,23 @@ export class LegacySend {
   onMessageSent(body: RawBody): void {
     const ev = decodeMessageSent(body);
     this.publish(ev);
-    if (ev.err && ev.surbId) {
-      this.waiters.get(ev.surbId.toString('hex'))?.reject(new KatzenpostError('SEND_FAILED', `send_message failed: ${ev.err}`));
-    }
+    const waiter = ev.surbId ? this.waiters.get(ev.surbId.toString('hex')) : undefined;
+    if (!waiter) return;
+    if (ev.err) waiter.reject(new KatzenpostError('SEND_FAILED', `send_message failed: ${ev.err}`));
+    else waiter.sent = { sentAt: ev.sentAt, replyEtaMs: ev.replyEtaMs };
   }
 
   onMessageReply(body: RawBody): void {
     const ev = decodeMessageReply(body);
     this.publish(ev);
     const waiter = this.waiters.get(ev.surbId.toString('hex'));
-    if (!waiter) return;
-    const err = errorForGenericCode('send_message', ev.errorCode);
-    if (err) waiter.reject(err);
-    else waiter.resolve(ev.payload ?? Buffer.alloc(0));
+    waiter?.resolve({
+      payload: ev.payload ?? Buffer.alloc(0),
+      surbId: Buffer.from(ev.surbId),
+      sentAt: waiter.sent?.sentAt ?? null,
+      replyEtaMs: waiter.sent?.replyEtaMs ?? null,
+      errorCode: ev.errorCode,
+    });
   }
 
   /** The daemon went off the mixnet: no reply will come. */

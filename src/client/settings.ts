@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { loadThinClientConfig, resolveDialConfig } from './config';
 import type { DialConfig } from './config';
 import { InvalidArgumentError } from './errors';
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from './types';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from './types';
 import type { DaemonProtocol, Logger, ThinClientOptions } from './types';
 import { booleanArg, describeValue, exactBytes } from './validate';
 import { DEFAULT_FRAME_TIMEOUT_MS, DEFAULT_MAX_FRAME_LENGTH, INSTANCE_TOKEN_LENGTH } from '../wire';
@@ -48,7 +48,7 @@ export function resolveOptions(options: ThinClientOptions): Settings {
   if (protocol !== 'auto' && protocol !== 'pinned' && protocol !== 'current') {
     throw new InvalidArgumentError('daemonProtocol', '"auto", "pinned" or "current"', describeValue(protocol));
   }
-  const requestTimeoutMs = positiveOption('requestTimeoutMs', options.requestTimeoutMs, 30_000);
+  const requestTimeoutMs = positiveOption('requestTimeoutMs', options.requestTimeoutMs, DEFAULT_REQUEST_TIMEOUT_MS);
   const maxFrameLength = positiveOption('maxFrameLength', options.maxFrameLength, DEFAULT_MAX_FRAME_LENGTH);
   const frameTimeoutMs = positiveOption('frameTimeoutMs', options.frameTimeoutMs, DEFAULT_FRAME_TIMEOUT_MS);
   const reconnectInitialDelayMs = positiveOption('reconnectInitialDelayMs', options.reconnectInitialDelayMs, 1_000);

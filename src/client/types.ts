@@ -1,6 +1,6 @@
 /**
  * The client's public types: its options, the per-call options and the
- * results of its calls. No code beyond one default; src/index.ts exports them all.
+ * results of its calls. No code beyond two defaults; src/index.ts exports them all.
  */
 import type { DialConfig, ThinClientTomlShape } from './config';
 
@@ -24,6 +24,12 @@ export type CurrentOnlyMethod = 'getDirectoryAuthorities' | 'voucherMint' | 'vou
 /** Default handshake deadline: a current daemon without a PKI document holds the first frame up to 30 s (§9.2). */
 export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 45_000;
 
+/**
+ * Default deadline of local requests: encrypt_* and the envelope helpers run
+ * CTIDH-1024 in the daemon, 1-5 s on an idle machine, over 60 s on a loaded one.
+ */
+export const DEFAULT_REQUEST_TIMEOUT_MS = 120_000;
+
 export interface ThinClientOptions {
   /**
    * "host:port", "[::1]:port", "ws://host:port" (kpclientd v0.0.99+ [Listen.Ws]), "/path.sock",
@@ -45,7 +51,7 @@ export interface ThinClientOptions {
    * daemon that sends partial envelopes.
    */
   daemonProtocol?: DaemonProtocol | 'auto';
-  /** Deadline of local requests (keypair, encrypt, index, PKI, envelopes, cancels), including any wait for a reconnect. Default 30 s. */
+  /** Deadline of local requests (keypair, encrypt, index, PKI, envelopes, cancels), including any wait for a reconnect. Default 120 s (DEFAULT_REQUEST_TIMEOUT_MS). */
   requestTimeoutMs?: number;
   /** Largest frame body accepted on read (checked before allocating) and on write. Default 40 MiB. */
   maxFrameLength?: number;
@@ -60,6 +66,14 @@ export interface ThinClientOptions {
   /** 16 bytes: resume the daemon session of an earlier client object (§2.3). */
   sessionToken?: Uint8Array;
   logger?: Logger;
+}
+
+/** Options of ThinClient.connect(). */
+export interface ConnectOptions {
+  /** Keep trying after a failed attempt, with the reconnect backoff, until connected, aborted or closed. Default false. */
+  retry?: boolean;
+  /** Stops connecting: the call rejects with the signal's reason (or OperationCancelledError). */
+  signal?: AbortSignal;
 }
 
 /** Per-call options of local requests. */
@@ -86,6 +100,20 @@ export interface BlockingSendOptions {
   /** Default 30 s. */
   timeoutMs?: number;
   signal?: AbortSignal;
+}
+
+/** A reply to a legacy send with a SURB (sendMessageAwaitingReply), with what the daemon said about the send. */
+export interface LegacyReply {
+  /** The reply (services such as echo pad it with zeros to the full packet size); empty when the reply carried none. */
+  payload: Buffer;
+  /** The 16-byte SURB ID the reply came back on. */
+  surbId: Buffer;
+  /** When the daemon sent the request (message_sent_event); null if it did not say (or no sent event came first). */
+  sentAt: Date | null;
+  /** The daemon's estimate of the round trip in ms; null when no sent event came before the reply. */
+  replyEtaMs: number | null;
+  /** The daemon's error code on the reply (0 = none). */
+  errorCode: number;
 }
 
 export interface KeypairResult {

@@ -63,8 +63,14 @@ export = function (RED: NodeAPI): void {
 
     let store: ChannelStore | null = null;
     const onProblem = (p: ChannelProblem) => {
-      if (p.channel === channel?.channelName && p.operation === 'receive') user.status.setError(p.error);
+      if (p.channel === channel?.receiveName && p.operation === 'receive') user.status.setError(p.error);
     };
+
+    // Invite and join: the introduction's progress while the incoming channel does not exist yet.
+    if (channel?.introduction()) user.status.setExtra(channel.introductionStatus());
+    const stopIntroduction = channel?.onIntroduction(() => {
+      if (received === 0 && !controller.signal.aborted) user.status.setExtra(channel.introductionStatus());
+    });
 
     /** Resolves when the node closes. */
     const closedPromise = new Promise<void>((r) => controller.signal.addEventListener('abort', () => r(), { once: true }));
@@ -88,12 +94,12 @@ export = function (RED: NodeAPI): void {
       }
       for (let attempt = 0; !controller.signal.aborted; attempt++) {
         try {
-          const s = await channel.open();
+          const s = await channel.open('receive');
           if (!store) {
             store = s;
             s.on('problem', onProblem);
           }
-          await s.receive(channel.channelName, emit, { signal: controller.signal, pollInitialMs, pollMaxMs });
+          await s.receive(channel.receiveName, emit, { signal: controller.signal, pollInitialMs, pollMaxMs });
           attempt = 0;
           reported = null;
         } catch (err) {
@@ -126,6 +132,7 @@ export = function (RED: NodeAPI): void {
 
     node.on('close', (_removed: boolean, done: () => void) => {
       controller.abort();
+      stopIntroduction?.();
       store?.off('problem', onProblem);
       // The receiver stops at its next await (a pending read is cancelled on the daemon).
       const bounded = Promise.race([running, new Promise((r) => setTimeout(r, 5000).unref())]);

@@ -37,18 +37,31 @@ export = function (RED: NodeAPI): void {
     let stateDetail: string | null = null;
     let queued = 0;
     let problem: string | null = null;
+    /** A failed introduction (invite and join): a configuration error, shown until redeployed. */
+    let introductionProblem: string | null = null;
     let closed = false;
+    /** Errors already raised with node.error: a configuration error is raised once. */
+    const reported = new Set<string>();
+    const reportOnce = (err: Error): void => {
+      if (reported.has(err.message)) return;
+      reported.add(err.message);
+      node.error(err.message);
+    };
 
     const render = (): void => {
       if (closed) return;
       let s: NodeStatus;
       if (!channel) s = { fill: 'red', shape: 'ring', text: RED._('katzenpost-channel-send.status.no-channel') };
-      else if (problem) s = { fill: 'red', shape: 'ring', text: problem };
+      else if (problem || introductionProblem) s = { fill: 'red', shape: 'ring', text: (problem ?? introductionProblem)! };
       else if (queued > 0) {
         const translated = RED._('katzenpost-channel-send.status.queued', { count: queued });
         const text = translated.includes('status.queued') ? `${queued} queued` : translated;
         s = state === 'connected' || state === 'offline' ? { fill: 'blue', shape: 'dot', text } : { fill: 'yellow', shape: 'ring', text };
-      } else s = statusForConnection(state, stateDetail);
+      } else {
+        // While the introduction runs (and the daemon is there to run it), its step.
+        const introducing = state === 'connected' ? channel.introductionStatus() : null;
+        s = introducing ?? statusForConnection(state, stateDetail);
+      }
       try {
         node.status(s);
       } catch {
@@ -67,18 +80,18 @@ export = function (RED: NodeAPI): void {
 
     let store: ChannelStore | null = null;
     const onQueue = (q: { channel: string; queued: number }) => {
-      if (q.channel !== channel?.channelName) return;
+      if (q.channel !== channel?.sendName) return;
       queued = q.queued;
       if (queued === 0) problem = null;
       render();
     };
     const onProblem = (p: ChannelProblem) => {
-      if (p.channel !== channel?.channelName || p.operation === 'receive') return;
+      if (p.channel !== channel?.sendName || p.operation === 'receive') return;
       problem = errorStatusText(p.error);
       render();
     };
     const onSent = (r: { channel: string }) => {
-      if (r.channel !== channel?.channelName) return;
+      if (r.channel !== channel?.sendName) return;
       problem = null;
       render();
     };
@@ -88,16 +101,25 @@ export = function (RED: NodeAPI): void {
       s.on('queue', onQueue);
       s.on('problem', onProblem);
       s.on('sent', onSent);
-      queued = s.queued(channel!.channelName);
+      queued = s.queued(channel!.sendName);
       render();
     };
+    // Invite and join: the introduction's progress on the status, and its failure (a configuration error) once.
+    const stopIntroduction = channel?.onIntroduction((p) => {
+      if (closed) return;
+      if (p.error) {
+        introductionProblem = errorStatusText(p.error);
+        reportOnce(p.error);
+      }
+      render();
+    });
     if (channel) {
       // Open early so that messages queued before a restart are sent without waiting for input.
-      channel.open().then(attach, (err: Error) => {
+      channel.open('send').then(attach, (err: Error) => {
         if (closed) return;
         problem = errorStatusText(err);
         render();
-        node.error(err.message);
+        reportOnce(err);
       });
     }
     render();
@@ -107,7 +129,7 @@ export = function (RED: NodeAPI): void {
 
     /** channel.open(), bounded by the input's timeout, failing with an error that names the cause. */
     function openWithin(timeoutMs: number | undefined, source: string): Promise<ChannelStore> {
-      const opening = channel!.open();
+      const opening = channel!.open('send');
       if (timeoutMs === undefined) return opening;
       return new Promise((resolve, reject) => {
         const timer = setTimeout(() => reject(notOpenError(timeoutMs, source)), timeoutMs);
@@ -126,8 +148,12 @@ export = function (RED: NodeAPI): void {
 
     function notOpenError(waitedMs: number, source: string): Error {
       const connection = channel!.connection;
-      const what = `katzenpost-channel-send: channel "${channel!.channelName}" not open after ${formatMs(waitedMs)} (${source})`;
+      const what = `katzenpost-channel-send: channel "${channel!.sendName}" not open after ${formatMs(waitedMs)} (${source})`;
       const state = connection?.getState();
+      const introducing = channel!.introductionStatus();
+      if (introducing) {
+        return new ThinClientTimeoutError(`${what}: the introduction is not complete yet (${introducing.text}); the message was not queued`);
+      }
       if (connection && state !== 'connected' && state !== 'offline') {
         return new DaemonDisconnectedError(`${what}: daemon at ${connection.address} not reachable; the message was not queued`);
       }
@@ -174,7 +200,7 @@ export = function (RED: NodeAPI): void {
           waitingOpen.delete(completeOnClose);
           attach(s);
           // The store copies the payload before queuing it, so the incoming Buffer is never mutated or retained.
-          return s.send(channel.channelName, payload).then((result) => {
+          return s.send(channel.sendName, payload).then((result) => {
             msg.index = result.index;
             msg.channel = result.channel;
             msg.boxes = result.boxes;
@@ -197,6 +223,7 @@ export = function (RED: NodeAPI): void {
 
     node.on('close', (_removed: boolean, done: () => void) => {
       closed = true;
+      stopIntroduction?.();
       if (waitingOpen.size > 0) {
         node.warn(
           `katzenpost-channel-send: closed while ${waitingOpen.size} message(s) waited for the channel to open; they were not queued and are not sent`,

@@ -18,6 +18,15 @@
  * name to start over. Caps the database has under another name: the row is
  * renamed (the name was changed in the editor).
  *
+ * Kinds "invite" and "join" introduce two parties with a Contact Voucher
+ * instead of a pasted read cap (lib/introducer.ts runs it in the background
+ * from deploy on, resuming from the database). Each side has an OUTGOING
+ * channel under the channel's own name (from the seed in the credentials)
+ * that katzenpost-channel-send writes, and, once introduced, an INCOMING one
+ * under "<name>/incoming" (the other side's) that katzenpost-channel-receive
+ * reads. The voucher is a secret: only the permission-protected voucher
+ * endpoint below returns it, never a log line, a status or the flow.
+ *
  * An owned channel always gets its identity from the credentials: the editor
  * generates a random seed when the form is saved without one. Deployed with
  * neither seed nor write cap (an imported flow whose channel node was never
@@ -28,26 +37,41 @@
  */
 import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
+import { EventEmitter } from 'node:events';
 import { ConfigError, InvalidArgumentError, KatzenpostError } from '../client/errors';
-import { ChannelError, acquireSharedStore, type ChannelCaps, type ChannelStore, type SharedStore } from '../channels';
-import { configNodeOf, decodeKeyText, isDaemonConfigNode, SIZES, type DaemonConnection } from './shared';
-import type { Node, NodeAPI, NodeDef } from './types';
+import { ChannelError, acquireSharedStore, formatVoucher, parseVoucher, type ChannelCaps, type ChannelStore, type SharedStore } from '../channels';
+import { Introducer, IntroductionError, isFatalIntroductionError, type IntroductionProgress } from './lib/introducer';
+import { qrDataUrl } from './lib/qr';
+import { configNodeOf, decodeKeyText, isDaemonConfigNode, SIZES, statusText, type DaemonConnection } from './shared';
+import type { Node, NodeAPI, NodeDef, NodeStatus } from './types';
 
 const CHANNEL_TYPE = 'katzenpost-channel';
+const MODES: readonly ChannelMode[] = ['owned', 'imported', 'invite', 'join'];
+const INCOMING_SUFFIX = '/incoming';
 const READ_PERMISSION = 'katzenpost-channel.read';
 const DEFAULT_DB_FILE = 'katzenpost-channels.db';
 
+type ChannelMode = 'owned' | 'imported' | 'invite' | 'join';
+/** Which of the channel's store channels a user node works on: send writes the outgoing one, receive reads the incoming one. */
+type Direction = 'send' | 'receive';
+
 interface ChannelDef extends NodeDef {
   daemon?: string;
-  mode?: 'owned' | 'imported';
+  mode?: ChannelMode;
   database?: string;
+  /** Invite: the name the other side sees. */
+  displayName?: string;
 }
 
 /** The runtime object of a katzenpost-channel config node, as the send and receive nodes see it. */
 interface ChannelConfigNode extends Node {
   /** The channel's name (its key in the database). */
   readonly channelName: string;
-  readonly mode: 'owned' | 'imported';
+  readonly mode: ChannelMode;
+  /** The store channel katzenpost-channel-send writes: the channel's name. */
+  readonly sendName: string;
+  /** The store channel katzenpost-channel-receive reads: the channel's name; invite and join: "<name>/incoming". */
+  readonly receiveName: string;
   /** The katzenpost-daemon config node's id. */
   readonly daemonId: string;
   /** Absolute path of the channel database. */
@@ -55,14 +79,24 @@ interface ChannelConfigNode extends Node {
   /** The daemon connection, or null when no valid daemon config node is selected. */
   readonly connection: DaemonConnection | null;
   /**
-   * Opens the database and the channel (once; later calls share the result).
-   * Waits for the daemon when the caps must be derived from a seed the
-   * database does not know yet. Rejects on configuration problems (missing
-   * or mismatched caps), after which the next call tries again.
+   * Opens the database and the direction's channel (once; later calls share
+   * the result). Waits for the daemon when the caps must be derived from a
+   * seed the database does not know yet, and (invite, and join's receive
+   * side) until the introduction is done. Rejects on configuration problems
+   * (missing or mismatched caps), after which the next call tries again; a
+   * failed introduction stays failed until redeployed.
    */
-  open(): Promise<ChannelStore>;
+  open(direction?: Direction): Promise<ChannelStore>;
   /** The channel's read cap (for sharing). Needs the daemon only for a seed the database does not know. */
   readCap(): Promise<Buffer>;
+  /** Invite and join: how far the introduction got; null for owned and imported channels. */
+  introduction(): IntroductionProgress | null;
+  /** The status user nodes show while the introduction runs; null when it is done (or there is none). */
+  introductionStatus(): NodeStatus | null;
+  /** Calls `listener` when the introduction moves on or fails; returns the function that stops it. */
+  onIntroduction(listener: (p: IntroductionProgress) => void): () => void;
+  /** Invite: the voucher as people exchange it, once minted. A secret: for the voucher endpoint only. */
+  voucher(): Promise<string>;
 }
 
 function isChannelConfigNode(n: unknown): n is ChannelConfigNode {
@@ -100,10 +134,38 @@ class ChannelCredentialsMissingError extends ChannelError {
   }
 }
 
-/** Errors a retry cannot fix: wrong or missing caps, a name clash, bad input. */
+/** An invite or join channel without the seed of its outgoing channel. */
+class IntroductionSeedMissingError extends ChannelError {
+  constructor(name: string, mode: ChannelMode) {
+    super(
+      'NO_CREDENTIALS',
+      `${CHANNEL_TYPE} "${name}": a channel of kind ${mode} needs the seed of its outgoing channel in its credentials, and it is empty. ` +
+        'Open the channel node in the editor and save it (Update generates a random seed), then deploy.',
+    );
+  }
+}
+
+/** Errors a retry cannot fix: wrong or missing caps, a name clash, bad input, a failed introduction. */
 function isConfigurationError(err: unknown): boolean {
   if (err instanceof ChannelError) return (err as KatzenpostError).code !== 'NO_CLIENT';
-  return err instanceof ConfigError || err instanceof InvalidArgumentError;
+  return err instanceof ConfigError || err instanceof InvalidArgumentError || isFatalIntroductionError(err);
+}
+
+/** The voucher credential, read with parseVoucher; the error names the field as the editor does. */
+function readVoucherCredential(name: string, text: string): Buffer {
+  if (!text) {
+    throw new ChannelError(
+      'NO_VOUCHER',
+      `${CHANNEL_TYPE} "${name}": a channel of kind join needs the voucher the other side shows; paste it into the Voucher field and deploy`,
+    );
+  }
+  try {
+    return parseVoucher(text);
+  } catch (err) {
+    if (!(err instanceof InvalidArgumentError)) throw err;
+    const got = /, got (.*)$/.exec(err.message)?.[1];
+    throw new InvalidArgumentError(`${CHANNEL_TYPE} "${name}" credentials: voucher`, err.expected, got);
+  }
 }
 
 function delay(ms: number): Promise<void> {
@@ -117,7 +179,10 @@ function katzenpostChannel(RED: NodeAPI): void {
     RED.nodes.createNode(this, def);
     const node = this as ChannelConfigNode & Record<string, unknown>;
     const name = String(def.name ?? '').trim();
-    const mode = def.mode === 'imported' ? 'imported' : 'owned';
+    const mode: ChannelMode = MODES.includes(def.mode as ChannelMode) ? (def.mode as ChannelMode) : 'owned';
+    const introducing = mode === 'invite' || mode === 'join';
+    const sendName = name;
+    const receiveName = introducing ? `${name}${INCOMING_SUFFIX}` : name;
     const userDir = typeof RED.settings.userDir === 'string' && RED.settings.userDir ? RED.settings.userDir : join(homedir(), '.node-red');
     const dbPath = resolvePath(userDir, String(def.database ?? '').trim() || DEFAULT_DB_FILE);
     const connection = configNodeOf(RED, def.daemon, isDaemonConfigNode)?.connection ?? null;
@@ -127,12 +192,15 @@ function katzenpostChannel(RED: NodeAPI): void {
     Object.defineProperties(node, {
       channelName: { value: name, enumerable: true },
       mode: { value: mode, enumerable: true },
+      sendName: { value: sendName, enumerable: true },
+      receiveName: { value: receiveName, enumerable: true },
       daemonId: { value: def.daemon ?? '', enumerable: true },
       dbPath: { value: dbPath, enumerable: true },
       connection: { value: connection, enumerable: true },
     });
 
     let shared: SharedStore | null = null;
+    let storeOpening: Promise<ChannelStore> | null = null;
     let opening: Promise<ChannelStore> | null = null;
     let closed = false;
     let unsubscribe: (() => void) | null = null;
@@ -147,16 +215,76 @@ function katzenpostChannel(RED: NodeAPI): void {
         }
         return { kind: 'imported', readCap: decodeKeyText(text('readCap'), `${CHANNEL_TYPE} credentials: read cap`, SIZES.readCap) };
       }
-      if (text('writeCap')) {
+      if (!introducing && text('writeCap')) {
         return { kind: 'owned', writeCap: decodeKeyText(text('writeCap'), `${CHANNEL_TYPE} credentials: write cap`, SIZES.writeCap) };
       }
       if (text('seed')) return { kind: 'owned', seed: decodeKeyText(text('seed'), `${CHANNEL_TYPE} credentials: seed`, 32) };
+      if (introducing) throw new IntroductionSeedMissingError(name, mode);
       return null;
     }
 
-    /** Keeps the store's client for this channel in step with the daemon connection. */
+    /** Keeps the store's client for this channel's store channels in step with the daemon connection. */
     function bindClient(store: ChannelStore): void {
-      store.setClient(connection?.currentClient() ?? null, name);
+      const client = connection?.currentClient() ?? null;
+      store.setClient(client, sendName);
+      if (receiveName !== sendName) store.setClient(client, receiveName);
+    }
+
+    /** The shared channel database (opened once; later calls share it). */
+    function openStore(): Promise<ChannelStore> {
+      if (closed) return Promise.reject(new ConfigError(`${CHANNEL_TYPE} "${name}" was closed`));
+      if (!storeOpening) {
+        const p = (async () => {
+          const s = await acquireSharedStore({
+            path: dbPath,
+            logger: { debug: (m) => node.debug(m), info: (m) => node.log(m), warn: (m) => node.warn(m), error: (m) => node.warn(m) },
+          });
+          if (closed) {
+            await s.release();
+            throw new ConfigError(`${CHANNEL_TYPE} "${name}" was closed`);
+          }
+          shared = s;
+          bindClient(s.store);
+          unsubscribe = connection?.on('state', () => bindClient(s.store)) ?? null;
+          return s.store;
+        })();
+        storeOpening = p;
+        p.catch(() => {
+          if (storeOpening === p) storeOpening = null;
+        });
+      }
+      return storeOpening;
+    }
+
+    // Invite and join: the introduction runs from deploy on. A form that cannot work is one configuration error for every direction.
+    const progressEvents = new EventEmitter();
+    progressEvents.setMaxListeners(0);
+    let introducer: Introducer | null = null;
+    let setupError: Error | null = null;
+    if (introducing) {
+      try {
+        if (!name) throw new ConfigError(`${CHANNEL_TYPE}: the channel has no name`);
+        const caps = credentialCaps();
+        const voucher = mode === 'join' ? readVoucherCredential(name, String(creds.voucher ?? '').trim()) : null;
+        if (!connection) throw new ConfigError(`${CHANNEL_TYPE} "${name}": no katzenpost-daemon config node is selected`);
+        if (!caps || caps.kind !== 'owned' || !caps.seed) throw new IntroductionSeedMissingError(name, mode);
+        introducer = new Introducer({
+          name,
+          incomingName: receiveName,
+          role: mode === 'invite' ? 'invite' : 'join',
+          displayName: String(def.displayName ?? '').trim() || name,
+          seed: Buffer.from(caps.seed),
+          voucher,
+          store: openStore,
+          connection,
+          userId: `${node.id}:introduction`,
+          debug: (m) => node.debug(m),
+        });
+        introducer.onProgress((p) => progressEvents.emit('progress', p));
+        introducer.start();
+      } catch (err) {
+        setupError = err as Error;
+      }
     }
 
     /**
@@ -189,18 +317,7 @@ function katzenpostChannel(RED: NodeAPI): void {
     async function doOpen(): Promise<ChannelStore> {
       if (!name) throw new ConfigError(`${CHANNEL_TYPE}: the channel has no name`);
       const caps = credentialCaps();
-      if (!shared) {
-        shared = await acquireSharedStore({ path: dbPath, logger: { debug: (m) => node.debug(m), info: (m) => node.log(m), warn: (m) => node.warn(m), error: (m) => node.warn(m) } });
-        if (closed) {
-          await shared.release();
-          shared = null;
-          throw new ConfigError(`${CHANNEL_TYPE} "${name}" was closed`);
-        }
-        const store = shared.store;
-        bindClient(store);
-        unsubscribe = connection?.on('state', () => bindClient(store)) ?? null;
-      }
-      const store = shared.store;
+      const store = await openStore();
       if (caps) {
         // A seed the database does not know needs the daemon (new_keypair); everything else opens locally.
         try {
@@ -227,8 +344,15 @@ function katzenpostChannel(RED: NodeAPI): void {
       return store;
     }
 
-    node.open = () => {
+    node.open = (direction: Direction = 'send') => {
       if (closed) return Promise.reject(new ConfigError(`${CHANNEL_TYPE} "${name}" was closed`));
+      if (setupError) return Promise.reject(setupError);
+      if (introducer) {
+        const failed = introducer.progress().error;
+        if (failed) return Promise.reject(failed);
+        // The join side's outgoing channel is an owned channel from the seed, usable at once; the rest waits for the introduction.
+        if (mode === 'invite' || direction === 'receive') return introducer.done().then(openStore);
+      }
       if (!opening) {
         const p = doOpen();
         opening = p;
@@ -240,6 +364,11 @@ function katzenpostChannel(RED: NodeAPI): void {
     };
 
     node.readCap = async () => {
+      if (setupError) throw setupError;
+      if (mode === 'invite' && !introducer?.progress().done) {
+        throw new IntroductionError(name, 'not introduced yet, so its outgoing channel does not exist; show the voucher instead');
+      }
+      if (mode === 'invite') return (await node.open('send')).shareReadCap(sendName);
       const caps = credentialCaps();
       if (caps?.kind === 'imported') return Buffer.from(caps.readCap);
       if (caps?.writeCap) return Buffer.from(caps.writeCap.subarray(SIZES.writeCap - SIZES.readCap));
@@ -247,18 +376,46 @@ function katzenpostChannel(RED: NodeAPI): void {
       return store.shareReadCap(name);
     };
 
+    node.introduction = () => introducer?.progress() ?? null;
+
+    node.introductionStatus = () => {
+      const p = introducer?.progress();
+      if (!p || p.done || p.error) return null;
+      const key = p.step === 'starting' ? (p.role === 'invite' ? 'introducing-minting' : 'introducing-started') : `introducing-${p.step}`;
+      return { fill: 'yellow', shape: 'ring', text: statusText(RED, key, {}) };
+    };
+
+    node.onIntroduction = (listener) => {
+      progressEvents.on('progress', listener);
+      return () => progressEvents.off('progress', listener);
+    };
+
+    node.voucher = async () => {
+      if (setupError) throw setupError;
+      if (!introducer || mode !== 'invite') throw new ConfigError(`${CHANNEL_TYPE} "${name}": only a channel of kind invite shows a voucher`);
+      return formatVoucher(await introducer.voucher());
+    };
+
     node.on('close', (_removed: boolean, done: () => void) => {
       closed = true;
       unsubscribe?.();
-      const s = shared;
-      shared = null;
-      if (!s) return done();
-      try {
-        s.store.setClient(null, name);
-      } catch {
-        // store already closed
-      }
-      s.release().finally(() => done());
+      progressEvents.removeAllListeners();
+      const stopping = introducer ? introducer.stop() : Promise.resolve();
+      stopping
+        .catch(() => undefined)
+        .then(async () => {
+          const s = shared;
+          shared = null;
+          if (!s) return;
+          try {
+            s.store.setClient(null, sendName);
+            if (receiveName !== sendName) s.store.setClient(null, receiveName);
+          } catch {
+            // store already closed
+          }
+          await s.release();
+        })
+        .finally(() => done());
     });
   }
 
@@ -267,6 +424,7 @@ function katzenpostChannel(RED: NodeAPI): void {
       seed: { type: 'password' },
       writeCap: { type: 'password' },
       readCap: { type: 'password' },
+      voucher: { type: 'password' },
     },
   });
 
@@ -290,6 +448,36 @@ function katzenpostChannel(RED: NodeAPI): void {
         .then(
           (cap) => res.json({ channel: target.channelName, readCap: cap.toString('hex') }),
           (err: Error) => res.status(503).json({ error: err.message }),
+        );
+    });
+
+    // The editor's "show voucher" button (kind invite): the voucher as text and as a QR code. As secret as a
+    // read cap (whoever types it in first becomes the other side), hence the same permission and no caching.
+    red.httpAdmin.get(`/${CHANNEL_TYPE}/:id/voucher`, red.auth.needsPermission(READ_PERMISSION), (req, res) => {
+      const target = RED.nodes.getNode(req.params.id);
+      res.set('Cache-Control', 'no-store');
+      if (!isChannelConfigNode(target)) {
+        res.status(404).json({ error: 'channel not deployed: deploy it first, then ask again' });
+        return;
+      }
+      if (target.mode !== 'invite') {
+        res.status(409).json({ error: `channel "${target.channelName}" is of kind ${target.mode}: only a channel of kind invite has a voucher to show` });
+        return;
+      }
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<never>((_resolve, reject) => {
+        timer = setTimeout(() => reject(new Error('the voucher is not minted yet: the daemon did not answer in time')), 15_000);
+        timer.unref();
+      });
+      Promise.race([target.voucher(), timeout])
+        .finally(() => clearTimeout(timer))
+        .then(
+          (voucher) => {
+            // Capitals: the QR code's compact alphanumeric mode; the channel form reads either case.
+            res.json({ channel: target.channelName, voucher, qr: qrDataUrl(voucher.toUpperCase()) });
+            RED.log.info(`katzenpost: the voucher of channel "${target.channelName}" was shown in the editor`);
+          },
+          (err: Error) => res.status(isConfigurationError(err) ? 409 : 503).json({ error: err.message }),
         );
     });
   }

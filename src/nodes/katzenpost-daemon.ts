@@ -3,6 +3,7 @@
  * kpclientd (or the emulator) for all the nodes that select it.
  */
 import { ConfigError } from '../client/errors';
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS, DEFAULT_REQUEST_TIMEOUT_MS } from '../client/types';
 import { DaemonConnection, dialFromConfig, readSeconds, toInteger, validationText, type DaemonConfigNode, type DaemonDef } from './shared';
 import type { NodeAPI } from './types';
 
@@ -13,11 +14,12 @@ export = function (RED: NodeAPI): void {
     const { dial, configFile, address } = dialFromConfig(def);
     // The editor refuses the same values with the same words; a flow deployed anyway fails every operation with this.
     let configError: Error | undefined;
-    let handshakeTimeoutMs = 45_000;
-    let requestTimeoutMs = 30_000;
+    // Blank fields: the client's defaults (45 s handshake; 120 s requests, as encrypt_* run CTIDH-1024 in the daemon).
+    let handshakeTimeoutMs = DEFAULT_HANDSHAKE_TIMEOUT_MS;
+    let requestTimeoutMs = DEFAULT_REQUEST_TIMEOUT_MS;
     try {
-      handshakeTimeoutMs = (readSeconds(def.handshakeTimeout, 'katzenpost-daemon handshake timeout', true) ?? 45) * 1000;
-      requestTimeoutMs = (readSeconds(def.requestTimeout, 'katzenpost-daemon request timeout', true) ?? 30) * 1000;
+      handshakeTimeoutMs = (readSeconds(def.handshakeTimeout, 'katzenpost-daemon handshake timeout', true) ?? DEFAULT_HANDSHAKE_TIMEOUT_MS / 1000) * 1000;
+      requestTimeoutMs = (readSeconds(def.requestTimeout, 'katzenpost-daemon request timeout', true) ?? DEFAULT_REQUEST_TIMEOUT_MS / 1000) * 1000;
       checkAddress(def);
     } catch (e) {
       configError = e as Error;

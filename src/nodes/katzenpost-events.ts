@@ -5,7 +5,6 @@
  * event type).
  */
 import { summarizeDocument, useDaemon, type ConnectionState, type DaemonEvent, type DaemonUser } from './shared';
-import type { PkiDocument } from '../client/pki';
 import type { Node, NodeAPI, NodeDef, NodeMessage } from './types';
 
 interface EventsDef extends NodeDef {
@@ -22,7 +21,7 @@ function plainFields(ev: DaemonEvent): Record<string, unknown> {
     if (k === 'document') continue; // the parsed document is large; the summary or the raw payload serve better
     out[k] = v instanceof Error ? v.message : v;
   }
-  if (ev.type === 'newPkiDocument' && ev.document) out.summary = summarizeDocument(ev.document as PkiDocument);
+  if (ev.type === 'newPkiDocument' && ev.document) out.summary = summarizeDocument(ev.document);
   return out;
 }
 
@@ -65,7 +64,7 @@ export = function (RED: NodeAPI): void {
       },
       onEvent(ev) {
         if (wantPki && ev.type === 'newPkiDocument' && ev.document) {
-          const summary = summarizeDocument(ev.document as PkiDocument);
+          const summary = summarizeDocument(ev.document);
           // The handshake and a reconnect can deliver the same epoch again.
           if (summary.epoch !== lastEpoch) {
             lastEpoch = summary.epoch;

@@ -139,21 +139,27 @@ function katzenpostSidebar(RED: NodeAPI): void {
     const name = String(def.name ?? '').trim();
     const node = RED.nodes.getNode(def.id);
     if (!katzenpostChannel.isConfigNode(node)) return channelStub(def.id, name, kind, daemon, 'stopped', 'not running (disabled, or not deployed yet)');
+    // Invite and join: the channel shown is the outgoing one (owned); the invitation's exists once it is introduced.
+    const intro = node.introduction();
+    if (intro?.error) return channelStub(def.id, node.channelName, kind, node.daemonId, 'error', intro.error.message);
+    if (intro && !intro.done && node.mode === 'invite') {
+      return channelStub(def.id, node.channelName, kind, node.daemonId, 'opening', node.introductionStatus()?.text ?? 'introducing');
+    }
     let store: ChannelStore;
     try {
       store = await withTimeout(node.open(), OPEN_WAIT_MS, 'opening the channel');
     } catch (err) {
       if (err instanceof HttpError) {
-        return channelStub(def.id, node.channelName, node.mode, node.daemonId, 'opening', 'waiting for the daemon to derive the channel from its seed');
+        return channelStub(def.id, node.channelName, kind, node.daemonId, 'opening', 'waiting for the daemon to derive the channel from its seed');
       }
-      return channelStub(def.id, node.channelName, node.mode, node.daemonId, 'error', messageOf(err));
+      return channelStub(def.id, node.channelName, kind, node.daemonId, 'error', messageOf(err));
     }
     try {
       const info = store.get(node.channelName);
-      if (!info) return channelStub(def.id, node.channelName, node.mode, node.daemonId, 'error', `channel "${node.channelName}" is not in ${node.dbPath}`);
+      if (!info) return channelStub(def.id, node.channelName, kind, node.daemonId, 'error', `channel "${node.channelName}" is not in ${node.dbPath}`);
       return channelView(def.id, node.daemonId, info, store.activity(node.channelName));
     } catch (err) {
-      return channelStub(def.id, node.channelName, node.mode, node.daemonId, 'error', messageOf(err));
+      return channelStub(def.id, node.channelName, kind, node.daemonId, 'error', messageOf(err));
     }
   }
 

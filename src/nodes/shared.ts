@@ -27,6 +27,9 @@
  * every client call, blue "working" status, and `done(err)` on any throw,
  * so Catch nodes receive the message. The editor side must declare a
  * `daemon` property of type "katzenpost-daemon" (and `timeout` if used).
+ * What a node keeps across messages is built once by
+ * `setup(node, config) { return { state, hooks } }` and reaches every run as
+ * `ctx.state`, typed by `defineOperationNode<Config, State>`.
  *
  * For nodes that are not request/response (event sources, long-running
  * receivers), use `useDaemon(RED, node, config.daemon, { onEvent, onState })`
@@ -43,7 +46,7 @@
  *  - errors are InvalidArgumentError with messages like
  *    "msg.writeCap: expected a Buffer of 168 bytes, got a string".
  */
-export { DaemonConnection, abortReason, formatMs } from './lib/daemon-connection';
+export { DaemonConnection, formatMs } from './lib/daemon-connection';
 export type {
   DaemonConnectionSettings,
   DaemonEvent,
@@ -80,7 +83,7 @@ export {
 } from './lib/inputs';
 export type { BufferSpec, StringEncoding } from './lib/inputs';
 export { defineOperationNode, SIZES } from './lib/operation';
-export type { OperationContext, OperationNode, OperationNodeDefinition, NodeHooks } from './lib/operation';
+export type { OperationContext, OperationNode, OperationNodeDefinition, NodeHooks, NodeSetup } from './lib/operation';
 export {
   envelopeFromResult,
   readEnvelope,

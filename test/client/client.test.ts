@@ -668,6 +668,40 @@ describe('ThinClient against a scripted daemon', function () {
       conn.send('message_reply_event', { message_id: null, surbid: r.body.surbid, payload: Buffer.from('e\0\0'), error_code: 0 });
       assert.deepEqual(await ok, Buffer.from('e\0\0'));
     });
+
+    it('sendMessageAwaitingReply: the reply with its SURB ID, the sent event details and its error code; blockingSendMessage throws that code', async () => {
+      const [c, conn] = await connected();
+      const echo = c.getService('echo');
+      const sentEvents: ThinClientEvent[] = [];
+      c.on('messageSent', (e) => sentEvents.push(e));
+      const detailed = c.sendMessageAwaitingReply('f', echo.destinationIdHash, echo.recipientQueueId, { timeoutMs: 5000 });
+      const req = await conn.next('send_message');
+      conn.send('message_sent_event', { message_id: null, surbid: req.body.surbid, sent_at: 5, reply_eta: 1_500_000, err: null });
+      conn.send('message_reply_event', { message_id: null, surbid: req.body.surbid, payload: Buffer.from('f\0'), error_code: 3 });
+      const reply = await detailed;
+      const sent = sentEvents[0];
+      assert.ok(sent.type === 'messageSent');
+      assert.deepEqual(reply, { payload: Buffer.from('f\0'), surbId: req.body.surbid, sentAt: sent.sentAt, replyEtaMs: sent.replyEtaMs, errorCode: 3 });
+      assert.equal(reply.replyEtaMs, 1.5);
+
+      // No sent event before the reply: the details are null, the empty reply an empty Buffer.
+      const bare = c.sendMessageAwaitingReply('g', echo.destinationIdHash, echo.recipientQueueId);
+      const req2 = await conn.next('send_message');
+      conn.send('message_reply_event', { message_id: null, surbid: req2.body.surbid, payload: null, error_code: 0 });
+      assert.deepEqual(await bare, { payload: Buffer.alloc(0), surbId: req2.body.surbid, sentAt: null, replyEtaMs: null, errorCode: 0 });
+
+      const t = await rejectionOf(c.sendMessageAwaitingReply('h', echo.destinationIdHash, echo.recipientQueueId, { timeoutMs: 40 }));
+      assert.ok(t instanceof ThinClientTimeoutError);
+      assert.match(t.message, /^sendMessageAwaitingReply: no reply within 40 ms$/);
+
+      const coded = rejectionOf(c.blockingSendMessage('i', echo.destinationIdHash, echo.recipientQueueId));
+      await conn.next('send_message');
+      const req3 = await conn.next('send_message');
+      conn.send('message_reply_event', { message_id: null, surbid: req3.body.surbid, payload: null, error_code: 3 });
+      const err = await coded;
+      assert.ok(err instanceof DaemonError);
+      assert.equal((err as DaemonError).errorCode, 3);
+    });
   });
 
   // ------------------------------------------------------------------ events

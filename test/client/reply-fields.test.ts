@@ -11,7 +11,7 @@ import { setFlagsFromString } from 'node:v8';
 import { ThinClient } from '../../src/client/client';
 import { ProtocolError } from '../../src/client/errors';
 import type { ThinClientEvent } from '../../src/client/events';
-import { decodeEnvelope, encodeFrame, encodeResponse } from '../../src/wire';
+import { decodeEnvelope, encodeResponse } from '../../src/wire';
 import type { RequestKind, ResponseKind } from '../../src/wire';
 import { FakeDaemon, waitFor } from './helpers';
 import type { FakeConnection } from './helpers';

@@ -35,6 +35,8 @@ export async function openDemoEditor(
   label: string,
   pageErrors: string[],
   consoleErrors?: string[],
+  /** More options of startDemo, e.g. { protocol: 'current' } for an emulator with Contact Vouchers. */
+  demoOptions: Start.StartOptions = {},
 ): Promise<EditorSession> {
   if (!existsSync(CHROMIUM)) {
     if (process.env.CI === 'true') {
@@ -49,6 +51,7 @@ export async function openDemoEditor(
   const demo = await start.startDemo({
     port: 0, emulatorListen: '127.0.0.1:0', userDir, resetFlows: true,
     stdio: join(ARTIFACTS, `node-red-${label}.log`), log: () => {}, emulatorLog: () => {},
+    ...demoOptions,
   });
   const profileDir = mkdtempSync(join(tmpdir(), `kp-e2e-${label}-chromium-`));
   const context = await chromium.launchPersistentContext(profileDir, {

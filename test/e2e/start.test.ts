@@ -55,6 +55,11 @@ describe('npm start (scripts/start.mjs)', function () {
       assert.throws(() => s.parseArgs(['--port', 'x']), /--port: expected 0-65535/);
       assert.throws(() => s.parseArgs(['--daemon']), /--daemon needs a value/);
       assert.throws(() => s.parseArgs(['--bogus']), /unknown option "--bogus"/);
+      // The emulator's protocol level: current (kpclientd v0.0.99, with the Contact Vouchers of the invite and join channels) unless asked.
+      assert.equal(d.protocol, 'current');
+      assert.equal(s.parseArgs(['--protocol', 'current']).protocol, 'current');
+      assert.equal(s.parseArgs(['--protocol=pinned']).protocol, 'pinned');
+      assert.throws(() => s.parseArgs(['--protocol', 'v99']), /--protocol: expected pinned or current, got "v99"/);
     });
 
     it('--mixnet points the demo at the local real network, or says how to start it', async function () {

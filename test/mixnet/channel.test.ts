@@ -81,7 +81,7 @@ describe('real mixnet: a persistent channel between two clients', function () {
     return st;
   }
 
-  it(`the owner queues ${MESSAGES} messages at once (one of ${LARGE_SIZE} bytes), the reader gets all of them in order, once, byte-exact`, async () => {
+  it(`the owner queues ${MESSAGES} messages at once (one of ${LARGE_SIZE} bytes), the reader gets all of them in order, once, byte-exact @ci`, async () => {
     const ownerClient = await client();
     const readerClient = await client();
     const owner = store(ownerClient, 'owner.db');

@@ -156,7 +156,7 @@ describe('real kpclientd v0.0.99: the current protocol', function () {
       const invite = await startInvitation(c, aliceOut, 'alice', (s) => steps.push(`invite:${s.step}`));
       const poll = { pollInitialMs: 2000, pollMaxMs: 15_000 };
       // Bob starts polling box 0 before Alice publishes it.
-      const [a, b] = await Promise.all([
+      const [b, a] = await Promise.all([
         runIntroduction(bob, startJoin(parseVoucher(formatVoucher(invite.voucher)), bobOut), { save: (s) => steps.push(`join:${s.step}`), ...poll }),
         runIntroduction(c, invite, { save: (s) => steps.push(`invite:${s.step}`), ...poll }),
       ]);

@@ -330,7 +330,6 @@ describe('ThinClient: every public method against the real kpclientd v0.0.99', f
   const latency = new Latency();
   const clients: ThinClient[] = [];
   let c: ThinClient;
-  let p: Peer;
   let courier: CourierDescriptor;
   let arq: () => Promise<void>;
   let copy: () => Promise<void>;
@@ -346,7 +345,6 @@ describe('ThinClient: every public method against the real kpclientd v0.0.99', f
   before(async function () {
     this.timeout(3 * MINUTE);
     c = await client();
-    p = new Peer(c);
     courier = c.getAllCouriers()[0];
     assert.ok(courier, 'the PKI document names a courier');
     const [ca, cc, ce, cj, ci] = await Promise.all([client(), client(), client(), client(), client()]);

@@ -168,7 +168,7 @@ describe('sessions and restarts against the real kpclientd v0.0.99', function ()
     assert.equal((await reader.read(y.readCap, y.firstMessageIndex, 'default')).toString(), 'written across a lost socket');
   });
 
-  it('(b) kpclientd killed with SIGKILL and restarted mid-operation: every blocked read, write and copy is replayed once and completes', async function () {
+  it('(b) kpclientd killed with SIGKILL and restarted mid-operation: every blocked read, write and copy is replayed once and completes @ci', async function () {
     this.timeout(25 * MINUTE);
     const mixnet = (await import(join(ROOT, 'scripts', 'mixnet.mjs'))) as MixnetScript;
     const pids = mixnet.readPids();

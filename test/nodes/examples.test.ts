@@ -65,6 +65,12 @@ function injectAll(flow: FlowNode[]): void {
   for (const n of flow) if (n.type === 'inject') getNode(n.id).receive({});
 }
 
+/** The channel examples and the test file that runs each one (they need seeds, and vouchers a current daemon). */
+const CHANNEL_EXAMPLES_RUN_BY: Record<string, string> = {
+  'Channels/01 - Two flows talking through a channel.json': 'test/nodes/channel.test.ts',
+  'Channels/02 - Two flows introduced by a voucher.json': 'test/nodes/channel-voucher.test.ts',
+};
+
 /** What each example must produce; keyed by its path under examples/. */
 const EXPECTATIONS: Record<string, (flow: FlowNode[], emu: Emulator) => Promise<void>> = {
   'Basics/01 - Echo ping.json': async (flow) => {
@@ -190,8 +196,14 @@ describe('node pack: example flows', function () {
   it('every example has an expectation, a comment node, only core nodes and ours, and the shared daemon node', () => {
     assert.deepEqual(files.filter((f) => !(f in EXPECTATIONS)), [], 'examples without a test');
     assert.deepEqual(Object.keys(EXPECTATIONS).filter((f) => !files.includes(f)), [], 'tests without an example');
+    // The channel examples are run by the channel node tests; the rules of the flow library hold for them too.
+    for (const f of listExamples().filter(isChannelExample)) {
+      const runner = CHANNEL_EXAMPLES_RUN_BY[f];
+      assert.ok(runner, `${f}: no test runs this channel example`);
+      assert.ok(readFileSync(path.resolve(EXAMPLES, '..', runner), 'utf8').includes(path.basename(f)), `${runner} does not load ${f}`);
+    }
     const used = new Set<string>();
-    for (const f of files) {
+    for (const f of listExamples()) {
       assert.match(path.basename(f), /^\d\d - .+\.json$/, `${f}: name it "NN - Title.json"`);
       const flow = readExample(f);
       assert.ok(Array.isArray(flow), `${f}: a flat array of nodes`);
@@ -207,13 +219,14 @@ describe('node pack: example flows', function () {
         const core = coreModuleFor(n.type) !== null || ['catch', 'status', 'complete', 'comment', 'debug', 'join'].includes(n.type);
         assert.ok(ours || core, `${f}: node type ${n.type} is neither ours nor core`);
         if (ours && n.type !== 'katzenpost-daemon') {
-          assert.equal(n.daemon, DAEMON_ID, `${f}: ${n.type} uses the shared daemon node`);
+          // Channel send and receive reach the daemon through their channel config node, which must be in the file.
+          const viaChannel = typeof n.channel === 'string' ? flow.find((c) => c.id === n.channel && c.type === 'katzenpost-channel') : n;
+          assert.ok(viaChannel, `${f}: ${n.type} ${n.id} refers to a channel config node that is not in the example`);
+          assert.equal(viaChannel.daemon, DAEMON_ID, `${f}: ${n.type} uses the shared daemon node`);
           used.add(n.type);
         }
       }
     }
-    // The channel examples are run by test/nodes/channel.test.ts; they count for the nodes they use.
-    for (const f of listExamples().filter(isChannelExample)) for (const n of readExample(f)) used.add(n.type);
     const palette = OUR_TYPES.filter((t) => !OUR_CONFIG_TYPES.includes(t));
     assert.deepEqual(palette.filter((t) => !used.has(t)), [], 'palette nodes without an example');
   });

@@ -2,7 +2,10 @@
  * Running several client calls at once with a cap, stopping the rest at the
  * first failure.
  */
-import { abortReason } from './daemon-connection';
+import { OperationCancelledError } from '../../client/errors';
+import { abortReason } from '../../util/deadline';
+
+const cancelled = (): Error => new OperationCancelledError();
 
 /**
  * Runs `tasks` with at most `limit` in flight. Each task gets a signal that
@@ -16,7 +19,7 @@ export async function runAllOrAbort(
   signal: AbortSignal,
 ): Promise<number> {
   const inner = new AbortController();
-  const onOuterAbort = (): void => inner.abort(abortReason(signal));
+  const onOuterAbort = (): void => inner.abort(abortReason(signal, cancelled));
   if (signal.aborted) onOuterAbort();
   else signal.addEventListener('abort', onOuterAbort, { once: true });
   let next = 0;
@@ -40,6 +43,6 @@ export async function runAllOrAbort(
     signal.removeEventListener('abort', onOuterAbort);
   }
   if (firstError !== null) throw firstError;
-  if (signal.aborted) throw abortReason(signal);
+  if (signal.aborted) throw abortReason(signal, cancelled);
   return succeeded;
 }

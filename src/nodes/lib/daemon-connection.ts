@@ -1,14 +1,11 @@
 /**
  * One daemon connection shared by every node that uses a katzenpost-daemon
- * config node. An instance lives on the config node (`node.connection`),
- * never in a module-level map, so two config nodes (or two copies of this
- * module) never share state.
- *
- * Lifecycle: the first user node to register starts the connection; the last
- * one to leave closes it (thin_close, bounded wait). Until the first
- * handshake succeeds we retry with backoff ourselves, each attempt on a fresh
- * ThinClient; after that the client reconnects on its own and we only follow
- * its events.
+ * config node, as thin as the core MQTT broker node: it registers the user
+ * nodes, runs one ThinClient from the first user's arrival to the last one's
+ * leaving, and reports the client's state to them. Connecting and
+ * reconnecting are the client's job (connect({ retry: true })). An instance
+ * lives on the config node (`node.connection`), never in a module-level map,
+ * so two config nodes (or two copies of this module) never share state.
  *
  * In-flight policy: an operation asks `acquire()` for the client. Before the
  * first handshake it waits at most its own timeout (else the config's request
@@ -18,17 +15,15 @@
  * ARQ operations; the operation's own timeout bounds them. Nothing is dropped
  * silently.
  */
-import { EventEmitter } from 'node:events';
 import { ThinClient } from '../../client/client';
 import type { ThinClientOptions } from '../../client/client';
 import { DaemonDisconnectedError, OperationCancelledError } from '../../client/errors';
+import type { ThinClientEvent } from '../../client/events';
+import { withDeadline } from '../../util/deadline';
 import type { ConnectionState } from './status';
 
-/** Any event from the client, as delivered by its 'event' channel: `{ type, ...fields }`. */
-export interface DaemonEvent {
-  type: string;
-  [field: string]: unknown;
-}
+/** Any event from the client (its 'event' channel), as user nodes receive it. */
+export type DaemonEvent = ThinClientEvent;
 
 /** Callbacks a user node gives when it registers. Exceptions thrown in them are caught and logged. */
 export interface DaemonUserHandlers {
@@ -45,9 +40,8 @@ export interface DaemonConnectionSettings {
   handshakeTimeoutMs: number;
   /** Local request timeout of the client, and the longest an operation waits for a first connection. */
   requestTimeoutMs: number;
-  /** Backoff between first-connection attempts (the client has its own for reconnects). */
-  retryInitialDelayMs?: number;
-  retryMaxDelayMs?: number;
+  /** Longest delay between connection attempts (the client's backoff starts at 1 s and doubles). Default 30 s. */
+  reconnectMaxDelayMs?: number;
   /** Longest wait for close() before giving up on a clean thin_close. */
   closeTimeoutMs?: number;
   /** Human-readable address for status and error messages ("127.0.0.1:64331"). */
@@ -63,45 +57,34 @@ export interface ConnectionLogger {
   error(m: string): void;
 }
 
-interface Waiter {
+/** The wait for the first handshake of one client: settled once, by the handshake or by stop(). */
+interface FirstConnection {
+  promise: Promise<ThinClient>;
   resolve(c: ThinClient): void;
   reject(e: Error): void;
 }
 
-type ClientFactory = (options: ThinClientOptions) => ThinClient;
-
 export class DaemonConnection {
   private client: ThinClient | null = null;
-  /** True once the current client finished a handshake (then it handles reconnects itself). */
-  private handshakeDone = false;
+  /** The client finished its first handshake (from then on it reconnects by itself). */
+  private connected = false;
+  /** While there are users: aborts the client's connect() when the last one leaves. */
+  private run: AbortController | null = null;
+  private first: FirstConnection | null = null;
   private readonly users = new Map<string, DaemonUserHandlers>();
+  private readonly stateListeners = new Set<(state: ConnectionState) => void>();
   private state: ConnectionState = 'idle';
   private lastError: Error | null = null;
   /** Set when the client cannot even be created (bad address, unreadable thinclient.toml): no retry helps. */
   private fatalError: Error | null = null;
-  private retryTimer: NodeJS.Timeout | null = null;
-  private retryDelayMs: number;
-  /** Bumped on every start/stop so callbacks of an older client are ignored. */
-  private generation = 0;
   private closing: Promise<void> | null = null;
-  private shutDown = false;
-  private readonly waiters = new Set<Waiter>();
-  private readonly emitter = new EventEmitter();
-  /** The socket error of the last failed first-connection attempt (raw, with its `code`). */
-  private lastSocketError: Error | null = null;
   /** The detail last shown to users, to re-notify them only when it changes. */
   private shownDetail: string | null = null;
-  /** While disconnected after a handshake: follows the client's reconnect attempts for the status detail. */
-  private detailTimer: NodeJS.Timeout | null = null;
 
   constructor(
     readonly settings: DaemonConnectionSettings,
     private readonly log: ConnectionLogger,
-    private readonly createClient: ClientFactory = (o) => new ThinClient(o),
-  ) {
-    this.emitter.setMaxListeners(0);
-    this.retryDelayMs = settings.retryInitialDelayMs ?? 1000;
-  }
+  ) {}
 
   /** The daemon address as configured, for messages. */
   get address(): string {
@@ -117,21 +100,19 @@ export class DaemonConnection {
     return this.fatalError ?? this.lastError;
   }
 
-  /** The client, if one exists (it may be between reconnects). Prefer acquire(). */
+  /** The client once it has connected (it may be between reconnects), else null. Prefer acquire(). */
   currentClient(): ThinClient | null {
-    return this.handshakeDone ? this.client : null;
+    return this.connected ? this.client : null;
   }
 
   userCount(): number {
     return this.users.size;
   }
 
-  /** Listen to state changes and events without being a user (does not start the connection). */
-  on(event: 'state', listener: (state: ConnectionState) => void): () => void;
-  on(event: 'event', listener: (ev: DaemonEvent) => void): () => void;
-  on(event: 'state' | 'event', listener: (arg: any) => void): () => void {
-    this.emitter.on(event, listener);
-    return () => this.emitter.off(event, listener);
+  /** Listen to state changes without being a user (does not start the connection). Returns the unsubscribe. */
+  on(_event: 'state', listener: (state: ConnectionState) => void): () => void {
+    this.stateListeners.add(listener);
+    return () => this.stateListeners.delete(listener);
   }
 
   /**
@@ -139,25 +120,24 @@ export class DaemonConnection {
    * onState is called at once with the current state.
    */
   register(userId: string, handlers: DaemonUserHandlers = {}): void {
-    if (this.shutDown) {
+    if (this.state === 'closed') {
       safeCall(() => handlers.onState?.('closed'), this.log);
       return;
     }
     this.users.set(userId, handlers);
     safeCall(() => handlers.onState?.(this.state, this.statusDetail()), this.log);
-    if (this.users.size === 1 && (this.state === 'idle' || this.state === 'closed')) this.start();
+    if (!this.run) this.start();
   }
 
   /** Removes a user node; the last one leaving closes the connection. Never rejects. */
   async deregister(userId: string): Promise<void> {
     if (!this.users.delete(userId)) return;
-    if (this.users.size === 0 && !this.shutDown) await this.stop('idle');
+    if (this.users.size === 0 && this.state !== 'closed') await this.stop('idle');
   }
 
   /** Closes for good (config node closing). Never rejects; bounded by closeTimeoutMs. */
   async shutdown(): Promise<void> {
-    if (this.shutDown) return this.closing ?? undefined;
-    this.shutDown = true;
+    if (this.state === 'closed') return this.closing ?? undefined;
     await this.stop('closed');
     this.users.clear();
   }
@@ -168,38 +148,14 @@ export class DaemonConnection {
    * `signal` aborts.
    */
   acquire(opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<ThinClient> {
-    if (this.shutDown) return Promise.reject(new DaemonDisconnectedError(`katzenpost daemon connection ${this.address} is closed`));
-    if (this.client && this.handshakeDone) return Promise.resolve(this.client);
+    if (this.state === 'closed') return Promise.reject(new DaemonDisconnectedError(`katzenpost daemon connection ${this.address} is closed`));
+    const client = this.currentClient();
+    if (client) return Promise.resolve(client);
     if (this.fatalError) return Promise.reject(this.fatalError);
-    if (this.users.size === 0) {
-      return Promise.reject(new DaemonDisconnectedError(`katzenpost daemon connection ${this.address} has no user node`));
-    }
+    const first = this.first;
+    if (!first) return Promise.reject(new DaemonDisconnectedError(`katzenpost daemon connection ${this.address} has no user node`));
     const wait = opts.timeoutMs ?? this.settings.requestTimeoutMs;
-    return new Promise<ThinClient>((resolve, reject) => {
-      const cleanup = (): void => {
-        clearTimeout(timer);
-        this.waiters.delete(waiter);
-        opts.signal?.removeEventListener('abort', onAbort);
-      };
-      const waiter: Waiter = {
-        resolve: (c) => {
-          cleanup();
-          resolve(c);
-        },
-        reject: (e) => {
-          cleanup();
-          reject(e);
-        },
-      };
-      const timer = setTimeout(() => waiter.reject(this.unreachableError(wait)), wait);
-      const onAbort = (): void => waiter.reject(abortReason(opts.signal));
-      if (opts.signal?.aborted) {
-        onAbort();
-        return;
-      }
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      this.waiters.add(waiter);
-    });
+    return withDeadline(wait, () => this.unreachableError(wait), () => first.promise, opts.signal);
   }
 
   /**
@@ -208,7 +164,11 @@ export class DaemonConnection {
    * or null when no socket error is known (or not disconnected).
    */
   statusDetail(): string | null {
-    if (this.state !== 'disconnected') return null;
+    return this.detailFor(this.state);
+  }
+
+  private detailFor(state: ConnectionState): string | null {
+    if (state !== 'disconnected') return null;
     const e = this.socketError() as (Error & { code?: unknown }) | null;
     const code = e && typeof e.code === 'string' && /^E[A-Z0-9_]+$/.test(e.code) ? e.code : null;
     return code ? `${code} ${this.address}` : null;
@@ -216,10 +176,7 @@ export class DaemonConnection {
 
   /** The socket error behind the current disconnection, if known. */
   socketError(): Error | null {
-    if (this.client && this.handshakeDone) {
-      return (this.client as { lastConnectionError?: Error | null }).lastConnectionError ?? this.lastError;
-    }
-    return this.lastSocketError ?? this.lastError;
+    return this.client?.lastConnectionError ?? this.lastError;
   }
 
   /** The error for an operation that waited `waitedMs` for a first connection in vain. */
@@ -228,180 +185,131 @@ export class DaemonConnection {
     return new DaemonDisconnectedError(`katzenpost daemon at ${this.address} not reachable within ${formatMs(waitedMs)}${why}`);
   }
 
-  /** True once a handshake succeeded on the current client (it then handles reconnects itself). */
-  hasConnected(): boolean {
-    return this.client !== null && this.handshakeDone;
-  }
-
   // ------------------------------------------------------------ internals
 
+  /** Tells users and listeners the state, again when only the cause of a disconnection changed. */
   private setState(state: ConnectionState): void {
-    if (state === this.state) {
-      this.refreshDetail();
-      return;
-    }
+    const detail = this.detailFor(state);
+    if (state === this.state && detail === this.shownDetail) return;
     this.state = state;
-    this.notifyState();
-    // Reconnect attempts happen inside the client: follow them so the status names today's cause.
-    if (state === 'disconnected' && this.handshakeDone && !this.detailTimer) {
-      this.detailTimer = setInterval(() => this.refreshDetail(), 1000);
-      this.detailTimer.unref?.();
-    } else if (state !== 'disconnected' && this.detailTimer) {
-      clearInterval(this.detailTimer);
-      this.detailTimer = null;
-    }
-  }
-
-  private notifyState(): void {
-    const state = this.state;
-    const detail = this.statusDetail();
     this.shownDetail = detail;
     for (const handlers of [...this.users.values()]) safeCall(() => handlers.onState?.(state, detail), this.log);
-    safeCall(() => this.emitter.emit('state', state), this.log);
-  }
-
-  /** Tells the users again when the cause of a disconnection changed (same state, new detail). */
-  private refreshDetail(): void {
-    if (this.statusDetail() !== this.shownDetail) this.notifyState();
+    for (const listener of [...this.stateListeners]) safeCall(() => listener(state), this.log);
   }
 
   private start(): void {
-    const gen = ++this.generation;
+    const run = new AbortController();
+    this.run = run;
+    let resolve!: (c: ThinClient) => void;
+    let reject!: (e: Error) => void;
+    const promise = new Promise<ThinClient>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    promise.catch(() => undefined); // settled also when nobody waits
+    const first = (this.first = { promise, resolve, reject });
     // Next turn: Node-RED is still constructing the flow's nodes, and state messages should find them all.
-    setImmediate(() => void this.connectAttempt(gen));
+    setImmediate(() => void this.open(run, first));
   }
 
-  private async connectAttempt(gen: number): Promise<void> {
+  private async open(run: AbortController, first: FirstConnection): Promise<void> {
     if (this.closing) await this.closing;
-    if (gen !== this.generation || this.shutDown || this.users.size === 0) return;
-    if (this.settings.configError) {
-      // Settings no connection can fix (the config node's form): report once, until redeploy.
-      this.lastError = this.settings.configError;
-      this.fatalError = this.settings.configError;
-      this.log.error(this.settings.configError.message);
-      this.setState('disconnected');
-      this.failWaiters(this.fatalError);
-      return;
-    }
-    this.setState('connecting');
+    if (run.signal.aborted) return;
     let client: ThinClient;
     try {
-      client = this.createClient({
+      if (this.settings.configError) throw this.settings.configError;
+      client = new ThinClient({
         ...(this.settings.configFile ? { configFile: this.settings.configFile } : { dial: this.settings.dial }),
         handshakeTimeoutMs: this.settings.handshakeTimeoutMs,
         requestTimeoutMs: this.settings.requestTimeoutMs,
         reconnect: true,
+        reconnectMaxDelayMs: this.settings.reconnectMaxDelayMs ?? 30_000,
         logger: this.log,
       });
     } catch (e) {
-      // A bad address or an unreadable thinclient.toml: retrying will not help until redeploy.
-      this.lastError = e as Error;
-      this.fatalError = e as Error;
-      this.log.error(`katzenpost daemon ${this.address}: ${(e as Error).message}`);
+      // The config node's form, a bad address or an unreadable thinclient.toml: no retry helps; report once, until redeploy.
+      const err = e as Error;
+      this.lastError = this.fatalError = err;
+      this.log.error(err === this.settings.configError ? err.message : `katzenpost daemon ${this.address}: ${err.message}`);
       this.setState('disconnected');
-      this.failWaiters(this.fatalError);
+      first.reject(err);
       return;
     }
     this.client = client;
-    this.handshakeDone = false;
-    this.attachListeners(client, gen);
+    this.follow(client);
+    this.setState('connecting');
     try {
-      await client.connect();
+      await client.connect({ retry: true, signal: run.signal });
     } catch (e) {
-      if (gen !== this.generation) return;
-      this.lastError = e as Error;
-      this.lastSocketError = (client as { lastConnectionError?: Error | null }).lastConnectionError ?? null;
-      this.client = null;
-      this.log.debug(`katzenpost daemon ${this.address}: connect failed: ${(e as Error).message}`);
-      void closeQuietly(client, 1000);
-      this.setState('disconnected');
-      this.scheduleRetry(gen);
-      return;
+      if (this.client === client) this.log.debug(`katzenpost daemon ${this.address}: connect stopped: ${(e as Error).message}`);
+      return; // stopped: stop() settled `first`
     }
-    if (gen !== this.generation) {
-      void closeQuietly(client, this.settings.closeTimeoutMs ?? 3000);
-      return;
-    }
-    this.handshakeDone = true;
+    if (this.client !== client) return;
+    this.connected = true;
     this.lastError = null;
-    this.lastSocketError = null;
-    this.retryDelayMs = this.settings.retryInitialDelayMs ?? 1000;
     this.log.info(`katzenpost daemon ${this.address}: connected`);
-    this.setState(safeIsConnected(client) ? 'connected' : 'offline');
-    for (const w of [...this.waiters]) w.resolve(client);
+    this.setState(mixnetState(client));
+    first.resolve(client);
   }
 
-  private scheduleRetry(gen: number): void {
-    const max = this.settings.retryMaxDelayMs ?? 30_000;
-    const delay = Math.min(this.retryDelayMs, max);
-    this.retryDelayMs = Math.min(this.retryDelayMs * 2, max);
-    // Jitter (±20 %) so several Node-RED instances do not retry in lockstep.
-    const jittered = Math.round(delay * (0.8 + Math.random() * 0.4));
-    this.retryTimer = setTimeout(() => {
-      this.retryTimer = null;
-      if (gen === this.generation) void this.connectAttempt(gen);
-    }, jittered);
-  }
-
-  private attachListeners(client: ThinClient, gen: number): void {
-    const current = (): boolean => gen === this.generation && this.client === client;
-    client.on('connectionStatus', (ev: { isConnected: boolean }) => {
-      if (current() && this.handshakeDone) this.setState(ev.isConnected ? 'connected' : 'offline');
+  /** The client's events become the users' state and events. */
+  private follow(client: ThinClient): void {
+    const current = (): boolean => this.client === client;
+    client.on('connectFailed', (ev) => {
+      if (!current()) return;
+      this.lastError = ev.error;
+      this.log.debug(`katzenpost daemon ${this.address}: ${ev.reconnecting ? 'reconnect' : 'connect'} failed: ${ev.error.message}`);
+      this.setState('disconnected');
     });
-    client.on('daemonDisconnected', (ev: { isGraceful: boolean; error: Error | null }) => {
-      if (!current() || !this.handshakeDone) return;
-      this.lastError = ev.error ?? null;
+    client.on('connectionStatus', (ev) => {
+      if (current() && client.isDaemonConnected()) this.setState(ev.isConnected ? 'connected' : 'offline');
+    });
+    client.on('daemonDisconnected', (ev) => {
+      if (!current()) return;
+      this.lastError = ev.error;
       this.log.warn(
         `katzenpost daemon ${this.address}: disconnected${ev.isGraceful ? ' (daemon shut down)' : ''}${ev.error ? `: ${ev.error.message}` : ''}; reconnecting`,
       );
       this.setState('disconnected');
     });
-    client.on('daemonReconnected', (ev: { resumed: boolean; daemonRestarted: boolean }) => {
+    client.on('daemonReconnected', (ev) => {
       if (!current()) return;
+      this.lastError = null;
       this.log.info(
         `katzenpost daemon ${this.address}: reconnected${ev.daemonRestarted ? ' (daemon restarted)' : ''}${ev.resumed ? ', session resumed' : ''}`,
       );
-      this.setState(safeIsConnected(client) ? 'connected' : 'offline');
+      this.setState(mixnetState(client));
     });
-    client.on('event', (event) => {
+    client.on('event', (ev) => {
       if (!current()) return;
-      const ev = event as unknown as DaemonEvent;
       for (const handlers of [...this.users.values()]) safeCall(() => handlers.onEvent?.(ev), this.log);
-      safeCall(() => this.emitter.emit('event', ev), this.log);
     });
-  }
-
-  private failWaiters(err: Error): void {
-    for (const w of [...this.waiters]) w.reject(err);
   }
 
   private async stop(finalState: ConnectionState): Promise<void> {
-    this.generation++;
-    if (this.detailTimer) clearInterval(this.detailTimer);
-    this.detailTimer = null;
-    if (this.retryTimer) clearTimeout(this.retryTimer);
-    this.retryTimer = null;
-    this.retryDelayMs = this.settings.retryInitialDelayMs ?? 1000;
-    this.failWaiters(new OperationCancelledError(`katzenpost daemon connection ${this.address} closed`));
+    this.run?.abort();
+    this.run = null;
+    this.first?.reject(new OperationCancelledError(`katzenpost daemon connection ${this.address} closed`));
+    this.first = null;
     const client = this.client;
     this.client = null;
-    this.handshakeDone = false;
+    this.connected = false;
     this.setState(finalState);
     if (!client) return;
-    const closing = closeQuietly(client, this.settings.closeTimeoutMs ?? 3000).then(() => {
-      if (this.closing === closing) this.closing = null;
-    });
+    // close() with a deadline; errors are swallowed (we are leaving anyway).
+    const ms = this.settings.closeTimeoutMs ?? 3000;
+    const closing = withDeadline(ms, () => new Error(`close took over ${ms} ms`), () => client.close())
+      .catch(() => undefined)
+      .then(() => {
+        if (this.closing === closing) this.closing = null;
+      });
     this.closing = closing;
     await closing;
   }
 }
 
-function safeIsConnected(client: ThinClient): boolean {
-  try {
-    return client.isConnected();
-  } catch {
-    return false;
-  }
+function mixnetState(client: ThinClient): ConnectionState {
+  return client.isConnected() ? 'connected' : 'offline';
 }
 
 function safeCall(fn: () => void, log: ConnectionLogger): void {
@@ -410,26 +318,6 @@ function safeCall(fn: () => void, log: ConnectionLogger): void {
   } catch (e) {
     log.warn(`katzenpost: a listener failed: ${(e as Error)?.message ?? e}`);
   }
-}
-
-/** close() with a deadline; errors are swallowed (we are leaving anyway). */
-async function closeQuietly(client: ThinClient, timeoutMs: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      client.close().catch(() => undefined),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, timeoutMs);
-      }),
-    ]);
-  } finally {
-    if (timer) clearTimeout(timer);
-  }
-}
-
-export function abortReason(signal: AbortSignal | undefined): Error {
-  const r: unknown = signal?.reason;
-  return r instanceof Error ? r : new OperationCancelledError();
 }
 
 export function formatMs(ms: number): string {

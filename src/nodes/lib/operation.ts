@@ -12,6 +12,8 @@
  *    after a failure, the daemon connection state otherwise;
  *  - input helpers (msg property or credential -> Buffer, TypedInput
  *    settings) whose errors name the property;
+ *  - what the definition's setup() built for the node instance, typed, as
+ *    ctx.state (with its event and close hooks);
  *  - exactly one `done()` per message: `done()` after sending the handler's
  *    result, `done(err)` on failure so a Catch node receives the message.
  *    Nothing thrown by a handler escapes to Node-RED.
@@ -19,7 +21,8 @@
 import type { ThinClient } from '../../client/client';
 import { OperationCancelledError, ThinClientTimeoutError } from '../../client/errors';
 import type { CredentialDef, InputDone, InputSend, Node, NodeAPI, NodeDef, NodeMessage, SendArgument } from '../types';
-import { abortReason, formatMs, type DaemonEvent } from './daemon-connection';
+import { abortReason } from '../../util/deadline';
+import { formatMs, type DaemonEvent } from './daemon-connection';
 import {
   credentialName,
   decodeKeyText,
@@ -50,10 +53,12 @@ export interface OperationNode extends Node {
   daemonUser: DaemonUser;
 }
 
-export interface OperationContext<C extends NodeDef = NodeDef> {
+export interface OperationContext<C extends NodeDef = NodeDef, S = undefined> {
   readonly RED: NodeAPI;
   readonly node: OperationNode;
   readonly config: C;
+  /** What the definition's setup() built for this node instance (its `state`); undefined without setup. */
+  readonly state: S;
   /** The input message. Handlers may modify and return it (Node-RED hands each node its own copy). */
   readonly msg: NodeMessage;
   readonly client: ThinClient;
@@ -93,7 +98,13 @@ export interface NodeHooks {
   onClose?(): void | Promise<void>;
 }
 
-export interface OperationNodeDefinition<C extends NodeDef = NodeDef> {
+/** What setup() returns: the node instance's state, handed to every run() as ctx.state, and its hooks. */
+export interface NodeSetup<S> {
+  state: S;
+  hooks?: NodeHooks;
+}
+
+export interface OperationNodeDefinition<C extends NodeDef = NodeDef, S = undefined> {
   type: string;
   /** Credential fields, all of type password unless said otherwise. */
   credentials?: Record<string, CredentialDef>;
@@ -104,10 +115,14 @@ export interface OperationNodeDefinition<C extends NodeDef = NodeDef> {
   defaultTimeoutMs?: number | ((config: C) => number | undefined);
   /** Long network operation: accepts msg.cancel to abort running operations. */
   cancellable?: boolean;
-  /** Called once when the node starts; may return hooks. */
-  setup?(node: OperationNode, config: C, RED: NodeAPI): NodeHooks | void;
+  /**
+   * Called once when the node starts: builds what run() needs across messages
+   * (ctx.state, typed by S) and the node's hooks. If it throws, every message
+   * fails with that error.
+   */
+  setup?(node: OperationNode, config: C, RED: NodeAPI): NodeSetup<S>;
   /** The operation. Its result is sent (one value per output); throwing sends the error to Catch. */
-  run(ctx: OperationContext<C>): Promise<SendArgument | void>;
+  run(ctx: OperationContext<C, S>): Promise<SendArgument | void>;
 }
 
 interface InFlight {
@@ -116,7 +131,7 @@ interface InFlight {
 }
 
 /** Registers a Node-RED node type built on the operation frame. */
-export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: OperationNodeDefinition<C>): void {
+export function defineOperationNode<C extends NodeDef, S = undefined>(RED: NodeAPI, def: OperationNodeDefinition<C, S>): void {
   function OperationNodeCtor(this: OperationNode, config: NodeDef): void {
     RED.nodes.createNode(this, config);
     const node = this;
@@ -124,14 +139,21 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
     const inFlight = new Set<InFlight>();
     let closing = false;
     let hooks: NodeHooks = {};
+    let state = undefined as S;
+    let setupError: Error | null = null;
 
     node.daemonUser = useDaemon(RED, node, cfg.daemon, {
       onEvent: (ev) => hooks.onEvent?.(ev),
     });
-    try {
-      hooks = def.setup?.(node, cfg, RED) ?? {};
-    } catch (e) {
-      node.error(`${def.type}: setup failed: ${(e as Error).message}`);
+    if (def.setup) {
+      try {
+        const built = def.setup(node, cfg, RED);
+        state = built.state;
+        hooks = built.hooks ?? {};
+      } catch (e) {
+        setupError = asError(e);
+        node.error(`${def.type}: setup failed: ${setupError.message}`);
+      }
     }
 
     /** Throws (cancelling nothing) when the message names a malformed key. */
@@ -198,7 +220,7 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
           const source = msg.timeout !== undefined && msg.timeout !== null && msg.timeout !== '' ? 'msg.timeout' : 'node timeout';
           timer = setTimeout(() => {
             const connection = node.daemonUser.connection;
-            if (connection && !connection.hasConnected()) {
+            if (connection && !connection.currentClient()) {
               // Still waiting for a first connection: say why, rather than just "timed out".
               op.controller.abort(connection.unreachableError(timeoutMs));
               return;
@@ -212,16 +234,17 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
             op.controller.abort(new ThinClientTimeoutError(`${def.type}: timed out after ${formatMs(timeoutMs)} (${source})${why}`));
           }, timeoutMs);
         }
+        if (setupError) throw setupError;
         const signal = op.controller.signal;
         const client = await node.daemonUser.acquire({ timeoutMs, signal });
-        if (signal.aborted) throw abortReason(signal);
-        const ctx = makeContext(RED, node, cfg, msg, client, signal, timeoutMs, op, send, end);
+        if (signal.aborted) throw cancelReason(signal);
+        const ctx = makeContext(RED, node, cfg, state, msg, client, signal, timeoutMs, op, send, end);
         let result: SendArgument | void;
         try {
           result = await def.run(ctx);
         } catch (e) {
           // Prefer our own reason (timeout with its source, msg.cancel, close) to the client's generic cancel error.
-          throw signal.aborted ? abortReason(signal) : e;
+          throw signal.aborted ? cancelReason(signal) : e;
         }
         if (result !== undefined && result !== null && !closing) send(result);
         finish();
@@ -230,7 +253,7 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
       }
     }
 
-    node.on('close', (removed: boolean, done: () => void) => {
+    node.on('close', (_removed: boolean, done: () => void) => {
       closing = true;
       for (const op of inFlight) op.controller.abort(new OperationCancelledError(`${def.type}: node closed`));
       const finish = async (): Promise<void> => {
@@ -252,10 +275,11 @@ export function defineOperationNode<C extends NodeDef>(RED: NodeAPI, def: Operat
   });
 }
 
-function makeContext<C extends NodeDef>(
+function makeContext<C extends NodeDef, S>(
   RED: NodeAPI,
   node: OperationNode,
   config: C,
+  state: S,
   msg: NodeMessage,
   client: ThinClient,
   signal: AbortSignal,
@@ -263,7 +287,7 @@ function makeContext<C extends NodeDef>(
   op: InFlight,
   send: InputSend,
   opStatus: OperationStatus,
-): OperationContext<C> {
+): OperationContext<C, S> {
   const credentialText = (field: string): string | undefined => {
     const v = node.credentials?.[field];
     return typeof v === 'string' && v.trim() !== '' ? v : undefined;
@@ -272,6 +296,7 @@ function makeContext<C extends NodeDef>(
     RED,
     node,
     config,
+    state,
     msg,
     client,
     signal,
@@ -319,6 +344,11 @@ export function cancelKeyOf(msg: NodeMessage): string | null {
     return toBuffer(value, { name, size: SIZES.envelopeHash }).toString('hex');
   }
   return null;
+}
+
+/** The reason an operation's signal carries (always an Error here), else OperationCancelledError. */
+function cancelReason(signal: AbortSignal): Error {
+  return abortReason(signal, () => new OperationCancelledError());
 }
 
 function asError(e: unknown): Error {
