@@ -41,7 +41,10 @@ import { connectReal, daemonAddress } from './support';
 
 // The helper singleton, for the settings the typed wrapper leaves out.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
-const rawHelper = require('node-red-node-test-helper') as { settings(s: Record<string, unknown>): Record<string, unknown> };
+const rawHelper = require('node-red-node-test-helper') as {
+  settings(s: Record<string, unknown>): Record<string, unknown>;
+  request(): { get(path: string): Promise<{ status: number; body: any }> };
+};
 
 const EXAMPLES = path.resolve(__dirname, '..', '..', 'examples');
 const DAEMON_ID = '4b50000000000001';
@@ -238,6 +241,10 @@ interface Ctx {
   watch(expected?: string[]): Watch;
   /** An independent connection to the real daemon (for the PKI facts). */
   direct(): Promise<ThinClient>;
+  /** Deploys the flow again with these credentials merged in per node id, as a user pasting a value and deploying. */
+  redeploy(extra: Record<string, Record<string, unknown>>): Promise<void>;
+  /** A GET on the Node-RED admin API. */
+  admin(pathname: string): Promise<{ status: number; body: any }>;
 }
 
 /** What each example must produce on the real network; keyed by its path under examples/. */
@@ -488,6 +495,36 @@ const EXPECTATIONS: Record<string, (ctx: Ctx) => Promise<void>> = {
     await Promise.race([expectSilence(byName(flow, 'received'), 5000), w.failure]);
     await Promise.race([expectSilence(byName(flow, 'skipped'), 1), w.failure]);
   },
+
+  'Channels/02 - Two flows introduced by a voucher.json': async ({ flow, watch, redeploy, admin }) => {
+    const invite = flow.find((n) => n.type === 'katzenpost-channel' && n.mode === 'invite')!;
+    const join = flow.find((n) => n.type === 'katzenpost-channel' && n.mode === 'join')!;
+    // As a user: deploy, "show voucher" on Alice's channel (it waits for the daemon to mint), paste it into Bob's, deploy again.
+    const t0 = Date.now();
+    let res = await admin(`/katzenpost-channel/${invite.id}/voucher`);
+    for (let i = 0; res.status !== 200 && i < 40; i++) {
+      await new Promise((r) => setTimeout(r, 3000));
+      res = await admin(`/katzenpost-channel/${invite.id}/voucher`);
+    }
+    assert.equal(res.status, 200, JSON.stringify(res.body));
+    console.log(`      [voucher shown] after ${secs(t0)}`);
+    await redeploy({ [join.id]: { voucher: res.body.voucher } });
+    const w = watch();
+    const toBob = timed('bob received', t0, collect(byName(flow, 'bob received'), 1, 480_000));
+    const toAlice = timed('alice received', t0, collect(byName(flow, 'alice received'), 1, 480_000));
+    // Both click their inject once both sides are introduced (the channel nodes say so on their status too).
+    const introduced = (id: string) => (getNode(id) as unknown as { introduction(): { done?: boolean } | null }).introduction()?.done === true;
+    for (let i = 0; !(introduced(invite.id as string) && introduced(join.id as string)); i++) {
+      assert.ok(i < 160, 'introduced within 8 minutes');
+      await Promise.race([new Promise((r) => setTimeout(r, 3000)), w.failure]);
+    }
+    console.log(`      [introduced] after ${secs(t0)}`);
+    for (const n of flow) if (n.type === 'inject') getNode(n.id as string).receive({});
+    const [b] = await Promise.race([toBob, w.failure]);
+    const [a] = await Promise.race([toAlice, w.failure]);
+    assert.match(String(b.payload), /^hello from Alice/);
+    assert.match(String(a.payload), /^hello from Bob/);
+  },
 };
 
 describe('real mixnet: the example flows', function () {
@@ -531,7 +568,9 @@ describe('real mixnet: the example flows', function () {
       const { flow, modules } = prepare(example);
       // A channel node carries no credentials in the example (the editor generates the seed when it is saved).
       const credentials: Record<string, unknown> = {};
-      for (const n of flow) if (n.type === 'katzenpost-channel' && n.mode === 'owned') credentials[n.id] = { seed: randomBytes(32).toString('hex') };
+      for (const n of flow) {
+        if (n.type === 'katzenpost-channel' && ['owned', 'invite', 'join'].includes(n.mode)) credentials[n.id] = { seed: randomBytes(32).toString('hex') };
+      }
       const started = Date.now();
       // No wait for the connection here: the events example emits on deploy (as in the emulator test),
       // and every other node waits for the daemon by itself.
@@ -541,6 +580,16 @@ describe('real mixnet: the example flows', function () {
         await expectation({
           flow,
           watch: (expected) => (active = watchErrors(flow, expected)),
+          redeploy: async (extra) => {
+            await helper.unload();
+            const merged: Record<string, unknown> = { ...credentials };
+            for (const [id, fields] of Object.entries(extra)) merged[id] = { ...(credentials[id] as object), ...fields };
+            await loadFlow(modules, flow, merged);
+          },
+          admin: async (pathname) => {
+            const res = await rawHelper.request().get(pathname);
+            return { status: res.status, body: res.body };
+          },
           direct: async () => {
             const c = await connectReal();
             directClients.push(c);

@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
@@ -80,32 +80,12 @@ async function echoRoundTrip(c: ThinClient, service: ServiceDescriptor, payload:
   }
 }
 
-/** What the real v0.0.99 daemon of the local network announces (PROTOCOL §6.8 has other Pigeonhole numbers). */
-const REAL_SPHINX_GEOMETRY = {
-  PacketLength: 3082,
-  NrHops: 5,
-  HeaderLength: 476,
-  RoutingInfoLength: 410,
-  PerHopRoutingInfoLength: 82,
-  SURBLength: 572,
-  SphinxPlaintextHeaderLength: 2,
-  PayloadTagLength: 32,
-  ForwardPayloadLength: 2574,
-  UserForwardPayloadLength: 2000,
-  NextNodeHopLength: 65,
-  SPRPKeyMaterialLength: 64,
-  NIKEName: 'x25519',
-  KEMName: '',
-};
-const REAL_PIGEONHOLE_GEOMETRY = {
-  MaxPlaintextPayloadLength: 1549,
-  CourierQueryReadLength: 2000,
-  CourierQueryWriteLength: 2000,
-  CourierQueryReplyReadLength: 1718,
-  CourierQueryReplyWriteLength: 1718,
-  NIKEName: 'CTIDH1024-X25519',
-  SignatureSchemeName: 'Ed25519',
-};
+/** The geometries the real v0.0.99 daemon announced when the fixtures were recorded (PROTOCOL §6.8 has other Pigeonhole numbers). */
+const RECORDED_STATUS = (
+  JSON.parse(readFileSync(join(__dirname, '..', 'fixtures', 'kpclientd-v0.0.99-frames.json'), 'utf8')) as { frames: { obj: Record<string, any> }[] }
+).frames.find((f) => f.obj.connection_status_event)!.obj.connection_status_event;
+const REAL_SPHINX_GEOMETRY = RECORDED_STATUS.sphinx_geometry;
+const REAL_PIGEONHOLE_GEOMETRY = RECORDED_STATUS.pigeonhole_geometry;
 
 /**
  * Pigeonhole ARQ calls on one channel: write/read, ReturnBoxExists,
