@@ -7,6 +7,8 @@
  * after the last emitted message.
  */
 import type { ChannelItem, ChannelProblem, ChannelStore } from '../channels';
+import { Backoff } from '../util/backoff';
+import { pause } from '../util/deadline';
 import { configNodeOf, readSeconds, useDaemon } from './shared';
 import katzenpostChannel = require('./katzenpost-channel');
 import type { Node, NodeAPI, NodeDef, NodeMessage } from './types';
@@ -92,7 +94,9 @@ export = function (RED: NodeAPI): void {
         node.error(settingsError.message);
         return;
       }
-      for (let attempt = 0; !controller.signal.aborted; attempt++) {
+      // Between failed attempts: 1 s doubling to 30 s; a receive that ran normally starts over.
+      const retry = new Backoff(1000, 30_000);
+      while (!controller.signal.aborted) {
         try {
           const s = await channel.open('receive');
           if (!store) {
@@ -100,7 +104,7 @@ export = function (RED: NodeAPI): void {
             s.on('problem', onProblem);
           }
           await s.receive(channel.receiveName, emit, { signal: controller.signal, pollInitialMs, pollMaxMs });
-          attempt = 0;
+          retry.reset();
           reported = null;
         } catch (err) {
           if (controller.signal.aborted) return;
@@ -119,13 +123,7 @@ export = function (RED: NodeAPI): void {
           }
         }
         if (controller.signal.aborted) return;
-        await new Promise<void>((r) => {
-          const t = setTimeout(r, Math.min(1000 * 2 ** attempt, 30_000));
-          controller.signal.addEventListener('abort', () => {
-            clearTimeout(t);
-            r();
-          }, { once: true });
-        });
+        await pause(retry.next(), controller.signal).promise;
       }
     }
     const running = run();

@@ -39,6 +39,8 @@ import { homedir } from 'node:os';
 import { join, resolve as resolvePath } from 'node:path';
 import { EventEmitter } from 'node:events';
 import { ConfigError, InvalidArgumentError, KatzenpostError } from '../client/errors';
+import { Backoff } from '../util/backoff';
+import { pause, withDeadline } from '../util/deadline';
 import { ChannelError, acquireSharedStore, formatVoucher, parseVoucher, type ChannelCaps, type ChannelStore, type SharedStore } from '../channels';
 import { Introducer, IntroductionError, isFatalIntroductionError, type IntroductionProgress } from './lib/introducer';
 import { qrDataUrl } from './lib/qr';
@@ -168,9 +170,8 @@ function readVoucherCredential(name: string, text: string): Buffer {
   }
 }
 
-function delay(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
-}
+/** How long an editor request (read cap, voucher) waits for the daemon. */
+const ADMIN_ANSWER_MS = 15_000;
 
 function katzenpostChannel(RED: NodeAPI): void {
   const red = RED as AdminRED;
@@ -296,8 +297,9 @@ function katzenpostChannel(RED: NodeAPI): void {
     async function withDaemon<T>(store: ChannelStore, fn: () => Promise<T>): Promise<T> {
       if (!connection) throw new ConfigError(`${CHANNEL_TYPE} "${name}": no katzenpost-daemon config node is selected`);
       connection.register(userId, {});
+      const backoff = new Backoff(1000, 10_000);
       try {
-        for (let attempt = 0; ; attempt++) {
+        for (;;) {
           if (closed) throw new ConfigError(`${CHANNEL_TYPE} "${name}" was closed`);
           try {
             await connection.acquire({ timeoutMs: 30_000 });
@@ -306,7 +308,7 @@ function katzenpostChannel(RED: NodeAPI): void {
           } catch (err) {
             if (isConfigurationError(err) || closed) throw err;
             node.debug(`${CHANNEL_TYPE} "${name}": waiting for the daemon (${(err as Error).message})`);
-            await delay(Math.min(1000 * 2 ** attempt, 10_000));
+            await pause(backoff.next()).promise;
           }
         }
       } finally {
@@ -438,13 +440,7 @@ function katzenpostChannel(RED: NodeAPI): void {
         res.status(404).json({ error: 'channel not deployed: deploy it first, then ask again' });
         return;
       }
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => reject(new Error('the daemon did not answer in time')), 15_000);
-        timer.unref();
-      });
-      Promise.race([target.readCap(), timeout])
-        .finally(() => clearTimeout(timer))
+      withDeadline(ADMIN_ANSWER_MS, () => new Error('the daemon did not answer in time'), () => target.readCap())
         .then(
           (cap) => res.json({ channel: target.channelName, readCap: cap.toString('hex') }),
           (err: Error) => res.status(503).json({ error: err.message }),
@@ -464,13 +460,7 @@ function katzenpostChannel(RED: NodeAPI): void {
         res.status(409).json({ error: `channel "${target.channelName}" is of kind ${target.mode}: only a channel of kind invite has a voucher to show` });
         return;
       }
-      let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<never>((_resolve, reject) => {
-        timer = setTimeout(() => reject(new Error('the voucher is not minted yet: the daemon did not answer in time')), 15_000);
-        timer.unref();
-      });
-      Promise.race([target.voucher(), timeout])
-        .finally(() => clearTimeout(timer))
+      withDeadline(ADMIN_ANSWER_MS, () => new Error('the voucher is not minted yet: the daemon did not answer in time'), () => target.voucher())
         .then(
           (voucher) => {
             // Capitals: the QR code's compact alphanumeric mode; the channel form reads either case.
