@@ -18,7 +18,8 @@
  */
 import * as assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { EXAMPLES, listExamples } from '../support/examples';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import type { ThinClient } from '../../src';
@@ -46,7 +47,6 @@ const rawHelper = require('node-red-node-test-helper') as {
   request(): { get(path: string): Promise<{ status: number; body: any }> };
 };
 
-const EXAMPLES = path.resolve(__dirname, '..', '..', 'examples');
 const DAEMON_ID = '4b50000000000001';
 /** Longest a single example may take on the real mixnet (a copy command alone can take a minute or two). */
 const EXAMPLE_DEADLINE_MS = 6 * 60 * 1000;
@@ -67,18 +67,6 @@ const collect = (id: string, n: number, ms?: number) => quiet(collectAll(id, n, 
 const collectUntil = (id: string, done: (m: Record<string, any>[]) => boolean, ms?: number) => quiet(collectAllUntil(id, done, ms));
 const expectSilence = (id: string, ms: number) => quiet(silence(id, ms));
 
-function listExamples(): string[] {
-  const out: string[] = [];
-  const walk = (dir: string): void => {
-    for (const name of readdirSync(dir).sort()) {
-      const p = path.join(dir, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (name.endsWith('.json')) out.push(path.relative(EXAMPLES, p));
-    }
-  };
-  walk(EXAMPLES);
-  return out;
-}
 
 function readExample(rel: string): FlowNode[] {
   return JSON.parse(readFileSync(path.join(EXAMPLES, rel), 'utf8')) as FlowNode[];

@@ -5,28 +5,16 @@
  * the shared daemon config node is pointed at the test emulator.
  */
 import * as assert from 'node:assert/strict';
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { EXAMPLES, listExamples } from '../support/examples';
 import * as path from 'node:path';
 import type { Emulator } from '../../src/emulator';
 import { OUR_CONFIG_TYPES, OUR_TYPES, collect, collectUntil, coreModuleFor, coreNodes, expectSilence, getNode, helper, hostPort, newEmulator, nextInput, ourNodes } from './support';
 
-const EXAMPLES = path.resolve(__dirname, '..', '..', 'examples');
 const DAEMON_ID = '4b50000000000001';
 
 type FlowNode = Record<string, any>;
 
-function listExamples(): string[] {
-  const out: string[] = [];
-  const walk = (dir: string): void => {
-    for (const name of readdirSync(dir).sort()) {
-      const p = path.join(dir, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (name.endsWith('.json')) out.push(path.relative(EXAMPLES, p));
-    }
-  };
-  walk(EXAMPLES);
-  return out;
-}
 
 /** Channel examples belong to the channel nodes and are tested with them (test/nodes/channel.test.ts). */
 function isChannelExample(rel: string): boolean {
