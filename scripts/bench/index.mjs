@@ -18,7 +18,8 @@
  *
  * Options: --quick (short runs and smaller sizes, for a smoke test; the
  * size-bound goals are then "not judged"); --timings (each section's wall
- * time after its table). Loopback and temp sockets only;
+ * time after its table); --only NAME[,NAME] (only the sections whose names
+ * start with one of these, e.g. --only client,channel). Loopback and temp sockets only;
  * a full run stays under about 5 minutes on a 2-core machine. Exits non-zero
  * only when a section fails to run (a goal not met is a result, not an error).
  */
@@ -29,6 +30,9 @@ import { missingDist, table } from './common.mjs';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
+const onlyAt = args.indexOf('--only');
+const only = onlyAt >= 0 ? String(args[onlyAt + 1] ?? '').toLowerCase().split(',').filter(Boolean) : null;
+const wanted = (name) => !only || only.some((o) => name.toLowerCase().startsWith(o));
 const started = Date.now();
 const BUDGET_MS = quick ? 50_000 : 290_000;
 const elapsed = () => Date.now() - started;
@@ -55,7 +59,8 @@ async function main() {
   const goals = [];
   const failures = [];
   /** Run one section; a failure is reported, its goals marked, and the bench goes on. */
-  async function section(name, figures, fn) {
+  async function section(name, figures, fn, always = false) {
+    if (!always && !wanted(name)) return;
     const t0 = Date.now();
     try {
       goals.push(...((await fn()) ?? []));
@@ -75,7 +80,9 @@ async function main() {
     let bare1 = NaN;
     let daemon = null;
     const daemonPath = join(dir, 'minimal.sock');
-    await section('minimal daemon', ['client vs bare ping-pong', 'client vs Python binding'], async () => { daemon = await spawnMinimalDaemon(daemonPath); });
+    if (wanted('client vs bare') || wanted('client vs Python') || wanted('minimal daemon')) {
+      await section('minimal daemon', ['client vs bare ping-pong', 'client vs Python binding'], async () => { daemon = await spawnMinimalDaemon(daemonPath); }, true);
+    }
     if (daemon) {
       try {
         await section('client vs bare', ['client vs bare ping-pong, sequential', 'client vs bare ping-pong, 32 in flight'], async () => {
