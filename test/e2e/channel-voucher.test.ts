@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { ARTIFACTS, ROOT, openDemoEditor, type EditorSession } from './browser';
+import { ARTIFACTS, ROOT, clickInjectButton, deploy, injectNamed, openDebugSidebar, showTab, useDemoEditor, waitForDebugText } from './browser';
 
 const DAEMON_ID = '4b50000000000001';
 const ALICE_ID = '4b50000000000c02';
@@ -41,24 +41,12 @@ function runtimeWords(text: string): string {
 
 describe('e2e: introducing two channels with a voucher (kinds invite and join), in Chromium', function () {
   this.timeout(240_000);
-  let session: EditorSession | null = null;
+  const editor = useDemoEditor('voucher', { demoOptions: { protocol: 'current' } });
   let page: Page;
-  const pageErrors: string[] = [];
   let carolVoucher = '';
 
-  before(async function () {
-    session = await openDemoEditor(this, 'voucher', pageErrors, undefined, { protocol: 'current' });
-    ({ page } = session);
-  });
-
-  after(async function () {
-    await session?.close();
-  });
-
-  afterEach(async function () {
-    const errors = pageErrors.splice(0);
-    if (this.currentTest?.state === 'failed' && page) await page.screenshot({ path: join(ARTIFACTS, `voucher-failure-${Date.now()}.png`) }).catch(() => {});
-    assert.deepEqual(errors, [], `page errors in the editor:\n${errors.join('\n')}`);
+  before(function () {
+    page = editor.page;
   });
 
   it('invite: the form shows its fields, saving makes a seed, and after deploying "show voucher" shows the text and a QR code of it', async function () {
@@ -93,7 +81,7 @@ describe('e2e: introducing two channels with a voucher (kinds invite and join), 
     assert.equal(saved.displayName, 'Carol');
     assert.match(saved.seed ?? '', /^[0-9a-f]{64}$/, 'saving the form generated the seed of the outgoing channel');
     assert.equal(saved.valid, true);
-    await deploy();
+    await deploy(page);
 
     await openChannelForm(CAROL_ID);
     await page.click('#katzenpost-channel-show-voucher');
@@ -170,23 +158,22 @@ describe('e2e: introducing two channels with a voucher (kinds invite and join), 
     await typeInto('#node-config-input-voucher', voucher);
     await page.click('#node-config-dialog-ok');
     await page.locator('#node-config-input-mode').waitFor({ state: 'detached', timeout: 10_000 });
-    await deploy();
+    await deploy(page);
 
-    await showTab(EXAMPLE_TAB);
-    await page.evaluate(() => RED.sidebar.show('debug'));
-    await page.locator('#red-ui-sidebar-debug-clear').waitFor({ state: 'visible', timeout: 10_000 });
+    await showTab(page, EXAMPLE_TAB);
+    await openDebugSidebar(page);
     await page.click('#red-ui-sidebar-debug-clear');
     // Bob's outgoing channel works at once; Alice reads it once introduced.
-    await clickInject('hello from Bob');
-    await waitForDebugText('hello from Bob', 90_000);
+    await clickInjectButton(page, await injectNamed(page, 'hello from Bob'));
+    await waitForDebugText(page, 'hello from Bob', 90_000);
     // Alice's send node leaves "introducing: ..." once she is introduced.
     const aliceSend = (await page.evaluate((id: string) => RED.nodes.filterNodes({ type: 'katzenpost-channel-send' }).find((n: { channel: string }) => n.channel === id)?.id, ALICE_ID)) as string;
     await page.waitForFunction((id: string) => {
       const s = RED.nodes.node(id).status;
       return !!s && s.fill === 'green';
     }, aliceSend, { timeout: 60_000 });
-    await clickInject('hello from Alice');
-    await waitForDebugText('hello from Alice', 60_000);
+    await clickInjectButton(page, await injectNamed(page, 'hello from Alice'));
+    await waitForDebugText(page, 'hello from Alice', 60_000);
     await page.screenshot({ path: join(ARTIFACTS, 'voucher-example.png') });
   });
 
@@ -200,37 +187,5 @@ describe('e2e: introducing two channels with a voucher (kinds invite and join), 
     await page.fill(selector, value);
     await page.locator(selector).dispatchEvent('change');
     return { red: (await page.locator(selector).getAttribute('class') ?? '').includes('input-error') };
-  }
-
-  async function deploy(): Promise<void> {
-    await page.click('#red-ui-header-button-deploy');
-    const confirm = page.locator('.ui-dialog:visible').locator('button', { hasText: /confirm deploy/i });
-    if (await confirm.isVisible().catch(() => false)) {
-      const text = await page.locator('.ui-dialog:visible').first().textContent();
-      assert.fail(`deploy asked for confirmation (invalid or unknown nodes?): ${text}`);
-    }
-    await page.waitForFunction(() => RED.nodes.dirty() === false, null, { timeout: 20_000 });
-  }
-
-  async function showTab(label: string): Promise<void> {
-    const tab = (await page.evaluate((title: string) => {
-      let id: string | null = null;
-      RED.nodes.eachWorkspace((ws: { id: string; label: string }) => { if (ws.label === title) id = ws.id; });
-      return id;
-    }, label)) as string | null;
-    assert.ok(tab, `the demo tab "${label}" is not deployed`);
-    await page.evaluate((id: string) => RED.workspaces.show(id), tab);
-  }
-
-  async function clickInject(name: string): Promise<void> {
-    const id = (await page.evaluate((n: string) => RED.nodes.filterNodes({ type: 'inject' }).find((x: { name: string }) => x.name === n)?.id, name)) as string;
-    assert.ok(id, `no inject node "${name}"`);
-    const button = page.locator(`[id="${id}"] .red-ui-flow-node-button-button`);
-    await button.scrollIntoViewIfNeeded();
-    await button.click();
-  }
-
-  async function waitForDebugText(text: string, timeoutMs: number): Promise<void> {
-    await page.locator('.red-ui-debug-content .red-ui-debug-msg', { hasText: text }).first().waitFor({ state: 'visible', timeout: timeoutMs });
   }
 });

@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { ARTIFACTS, ROOT, openDemoEditor, type EditorSession } from './browser';
+import { ARTIFACTS, ROOT, clickInjectButton, deploy, injectNamed, openDebugSidebar, useDemoEditor, waitForDebugText } from './browser';
 
 const MODULE = '@katzenpost-community/node-red-katzenpost';
 const DAEMON_ID = '4b50000000000001';
@@ -43,23 +43,11 @@ function runtimeWords(fn: () => unknown, name: string): string {
 
 describe('e2e: issue #12 in the editor (forms, imports, statuses)', function () {
   this.timeout(180_000);
-  let session: EditorSession | null = null;
+  const editor = useDemoEditor('issue12');
   let page: Page;
-  const pageErrors: string[] = [];
 
-  before(async function () {
-    session = await openDemoEditor(this, 'issue12', pageErrors);
-    ({ page } = session);
-  });
-
-  after(async function () {
-    await session?.close();
-  });
-
-  afterEach(async function () {
-    const errors = pageErrors.splice(0);
-    if (this.currentTest?.state === 'failed' && page) await page.screenshot({ path: join(ARTIFACTS, `issue12-failure-${Date.now()}.png`) }).catch(() => {});
-    assert.deepEqual(errors, [], `page errors in the editor:\n${errors.join('\n')}`);
+  before(function () {
+    page = editor.page;
   });
 
   it('3: the channel and daemon forms mark seed zz, write cap abcd, read cap 1234 and handshake -5 red, in the runtime\'s words', async function () {
@@ -151,12 +139,12 @@ describe('e2e: issue #12 in the editor (forms, imports, statuses)', function () 
     await page.screenshot({ path: join(ARTIFACTS, 'issue12-imported.png') });
 
     // Deploy and run the write -> read example exactly as imported.
-    await deploy();
+    await deploy(page);
     await showTabOf('katzenpost-new-keypair', 'Hello, Pigeonhole!');
-    await openDebugSidebar();
+    await openDebugSidebar(page);
     await page.click('#red-ui-sidebar-debug-clear');
-    await clickInjectButton(await injectNamed('Hello, Pigeonhole!'));
-    await waitForDebugText('Hello, Pigeonhole!');
+    await clickInjectButton(page, await injectNamed(page, 'Hello, Pigeonhole!'));
+    await waitForDebugText(page, 'Hello, Pigeonhole!');
   });
 
   it('1: a new resend node shows its 120 s default like every form, advance off, and a waiting read says so in its status', async function () {
@@ -185,9 +173,9 @@ describe('e2e: issue #12 in the editor (forms, imports, statuses)', function () 
       await page.click('#node-dialog-cancel');
       await page.locator('#node-input-timeout').waitFor({ state: 'detached', timeout: 10_000 });
     }
-    await deploy();
+    await deploy(page);
     await page.evaluate((id: string) => RED.workspaces.show(id), tab);
-    await clickInjectButton('e12a000000000001');
+    await clickInjectButton(page, 'e12a000000000001');
     const status = page.locator('[id="e12a000000000004"] .red-ui-flow-node-status-label', { hasText: /^waiting for box [0-9a-f]{6}, \d+ s$/ });
     await status.waitFor({ state: 'visible', timeout: 20_000 });
     await page.locator('[id="e12a000000000004"] .red-ui-flow-node-status-label', { hasText: /^waiting for box [0-9a-f]{6}, ([3-9]|\d\d) s$/ })
@@ -196,7 +184,7 @@ describe('e2e: issue #12 in the editor (forms, imports, statuses)', function () 
   });
 
   it('5: an error without a Catch node shows in the debug sidebar as its sentence', async function () {
-    await openDebugSidebar();
+    await openDebugSidebar(page);
     await page.click('#red-ui-sidebar-debug-clear');
     // An encrypt read with no read cap: msg.readCap is missing.
     const tab = (await page.evaluate(() => RED.workspaces.add(null).id)) as string;
@@ -206,9 +194,9 @@ describe('e2e: issue #12 in the editor (forms, imports, statuses)', function () 
         { id: 'e12b000000000002', type: 'katzenpost-encrypt-read', z, x: 320, y: 80, daemon, wires: [[]] },
       ], { generateIds: false, addFlow: false, applyNodeDefaults: true, touchImport: true });
     }, { z: tab, daemon: DAEMON_ID });
-    await deploy();
+    await deploy(page);
     await page.evaluate((id: string) => RED.workspaces.show(id), tab);
-    await clickInjectButton('e12b000000000001');
+    await clickInjectButton(page, 'e12b000000000001');
     const sentence = 'msg.readCap: expected a Buffer of 136 bytes, got undefined (missing)';
     await page.locator('.red-ui-debug-content .red-ui-debug-msg .red-ui-debug-msg-type-string', { hasText: sentence }).first()
       .waitFor({ state: 'visible', timeout: 15_000 });
@@ -256,40 +244,11 @@ describe('e2e: issue #12 in the editor (forms, imports, statuses)', function () 
     await page.mouse.click(canvas.x + 120, canvas.y + 80);
   }
 
-  async function deploy(): Promise<void> {
-    await page.click('#red-ui-header-button-deploy');
-    const confirm = page.locator('.ui-dialog:visible').locator('button', { hasText: /confirm deploy/i });
-    if (await confirm.isVisible().catch(() => false)) {
-      const text = await page.locator('.ui-dialog:visible').first().textContent();
-      assert.fail(`deploy asked for confirmation (invalid or unknown nodes?): ${text}`);
-    }
-    await page.waitForFunction(() => RED.nodes.dirty() === false, null, { timeout: 20_000 });
-  }
-
   async function showTabOf(type: string, injectName: string): Promise<void> {
     const z = (await page.evaluate(({ t, name }: { t: string; name: string }) => {
       const inj = RED.nodes.filterNodes({ type: 'inject' }).find((n: { name: string }) => n.name === name);
       return inj ? inj.z : RED.nodes.filterNodes({ type: t })[0]?.z;
     }, { t: type, name: injectName })) as string;
     await page.evaluate((id: string) => RED.workspaces.show(id), z);
-  }
-
-  async function injectNamed(name: string): Promise<string> {
-    return (await page.evaluate((n: string) => RED.nodes.filterNodes({ type: 'inject' }).find((x: { name: string }) => x.name === n)?.id, name)) as string;
-  }
-
-  async function openDebugSidebar(): Promise<void> {
-    await page.evaluate(() => RED.sidebar.show('debug'));
-    await page.locator('#red-ui-sidebar-debug-clear').waitFor({ state: 'visible', timeout: 10_000 });
-  }
-
-  async function clickInjectButton(id: string): Promise<void> {
-    const button = page.locator(`[id="${id}"] .red-ui-flow-node-button-button`);
-    await button.scrollIntoViewIfNeeded();
-    await button.click();
-  }
-
-  async function waitForDebugText(text: string): Promise<void> {
-    await page.locator('.red-ui-debug-content .red-ui-debug-msg', { hasText: text }).first().waitFor({ state: 'visible', timeout: 30_000 });
   }
 });

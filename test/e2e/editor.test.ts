@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Page } from 'playwright-core';
-import { ARTIFACTS, ROOT, openDemoEditor, type EditorSession } from './browser';
+import { ARTIFACTS, ROOT, clickInjectButton, deploy, openDebugSidebar, showTab, useDemoEditor, waitForDebugText } from './browser';
 
 const SCREENSHOTS = join(ROOT, 'docs', 'screenshots');
 const MODULE = '@katzenpost-community/node-red-katzenpost';
@@ -25,10 +25,9 @@ const declaredTypes = Object.keys((JSON.parse(readFileSync(join(ROOT, 'package.j
 
 describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
   this.timeout(180_000);
-  let session: EditorSession | null = null;
-  let page: Page;
-  const pageErrors: string[] = [];
   const consoleErrors: string[] = [];
+  const editor = useDemoEditor('e2e', { consoleErrors });
+  let page: Page;
 
   async function shot(name: string, forReadme = false): Promise<void> {
     const file = join(ARTIFACTS, `${name}.png`);
@@ -51,20 +50,12 @@ describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
     }
   }
 
-  before(async function () {
-    session = await openDemoEditor(this, 'e2e', pageErrors, consoleErrors);
-    ({ page } = session);
+  before(function () {
+    page = editor.page;
   });
 
-  after(async function () {
+  after(function () {
     if (consoleErrors.length) console.log(`      browser console errors (not failures):\n        ${consoleErrors.slice(0, 10).join('\n        ')}`);
-    await session?.close();
-  });
-
-  afterEach(function () {
-    // Any uncaught exception in the editor fails the test it happened in.
-    const errors = pageErrors.splice(0);
-    assert.deepEqual(errors, [], `page errors in the editor:\n${errors.join('\n')}`);
   });
 
   it('shows every node of the pack: palette nodes in the palette, config nodes registered', async function () {
@@ -88,20 +79,20 @@ describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
   });
 
   it('runs the demo flows deployed by npm start: the echo ping answers in the debug sidebar', async function () {
-    await showTab(EXAMPLE_TITLE.replace(/^\d+\s*-\s*/, ''));
-    await openDebugSidebar();
+    await showTab(page, EXAMPLE_TITLE.replace(/^\d+\s*-\s*/, ''));
+    await openDebugSidebar(page);
     const inject = await nodeOnActiveTab('inject');
-    await clickInjectButton(inject);
-    await waitForDebugText(ECHO_TEXT);
+    await clickInjectButton(page, inject);
+    await waitForDebugText(page, ECHO_TEXT);
     await shot('demo-echo-ping', true);
   });
 
   it('runs the Pigeonhole demo: three messages written and read back in order', async function () {
-    await showTab('Write three messages and read them in order');
-    await openDebugSidebar();
+    await showTab(page, 'Write three messages and read them in order');
+    await openDebugSidebar(page);
     await page.click('#red-ui-sidebar-debug-clear');
-    await clickInjectButton(await nodeOnActiveTab('inject'));
-    await waitForDebugText('"three"');
+    await clickInjectButton(page, await nodeOnActiveTab('inject'));
+    await waitForDebugText(page, '"three"');
     const values = (await page.evaluate(() => [...document.querySelectorAll('.red-ui-debug-content .red-ui-debug-msg .red-ui-debug-msg-type-string')]
       .map((el) => el.textContent))) as string[];
     assert.deepEqual(values, ['"one"', '"two"', '"three"']);
@@ -110,11 +101,11 @@ describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
 
   it('runs the Channels demo: a message sent on the persistent channel is received by the other flow', async function () {
     // npm start gives the demo's owned channel a seed in credentials, so it works at once.
-    await showTab('Two flows talking through a channel');
-    await openDebugSidebar();
+    await showTab(page, 'Two flows talking through a channel');
+    await openDebugSidebar(page);
     await page.click('#red-ui-sidebar-debug-clear');
-    await clickInjectButton(await nodeOnActiveTab('inject'));
-    await waitForDebugText('"hello channel"');
+    await clickInjectButton(page, await nodeOnActiveTab('inject'));
+    await waitForDebugText(page, '"hello channel"');
     const status = (await page.evaluate(() => [...document.querySelectorAll('.red-ui-flow-node-status-label')].map((el) => el.textContent))) as string[];
     assert.ok(!status.some((t) => /no credentials/i.test(t ?? '')), `channel nodes report: ${status.join(', ')}`);
     await shot('demo-channel', true);
@@ -173,59 +164,23 @@ describe('e2e: the Node-RED editor with the pack, in Chromium', function () {
     await page.locator(`[id="${send}"] .red-ui-flow-node-label`, { hasText: 'echo as buffer' }).waitFor({ timeout: 10_000 });
 
     // Deploy through the Deploy button.
-    await page.click('#red-ui-header-button-deploy');
-    const confirm = page.locator('.ui-dialog:visible', { hasText: /deploy/i }).locator('button', { hasText: /confirm deploy/i });
-    if (await confirm.isVisible().catch(() => false)) {
-      const text = await page.locator('.ui-dialog:visible').first().textContent();
-      assert.fail(`deploy asked for confirmation (invalid or unknown nodes?): ${text}`);
-    }
-    await page.waitForFunction(() => RED.nodes.dirty() === false, null, { timeout: 20_000 });
+    await deploy(page);
 
     // Trigger the imported inject node; the edited node now answers with a Buffer.
-    await openDebugSidebar();
+    await openDebugSidebar(page);
     await page.click('#red-ui-sidebar-debug-clear');
     const inject = await nodeOnActiveTab('inject');
-    await clickInjectButton(inject);
+    await clickInjectButton(page, inject);
     // The demo's copy answers with a string; only the edited node answers with a Buffer.
-    await waitForDebugText(`buffer[${Buffer.byteLength(ECHO_TEXT)}]`);
+    await waitForDebugText(page, `buffer[${Buffer.byteLength(ECHO_TEXT)}]`);
     await shot('imported-and-edited');
   });
 
   // ------------------------------------------------------------ helpers
-  async function showTab(label: string): Promise<void> {
-    const tab = (await page.evaluate((title: string) => {
-      let id: string | null = null;
-      RED.nodes.eachWorkspace((ws: { id: string; label: string }) => { if (ws.label === title) id = ws.id; });
-      return id;
-    }, label)) as string | null;
-    assert.ok(tab, `the demo tab "${label}" is not deployed`);
-    await page.evaluate((id: string) => RED.workspaces.show(id), tab);
-  }
 
   async function nodeOnActiveTab(type: string): Promise<string> {
     const ids = (await page.evaluate((t: string) => RED.nodes.filterNodes({ z: RED.workspaces.active(), type: t }).map((n: { id: string }) => n.id), type)) as string[];
     assert.equal(ids.length, 1, `expected one ${type} node on the active tab, found ${ids.length}`);
     return ids[0];
-  }
-
-  async function openDebugSidebar(): Promise<void> {
-    await page.evaluate(() => RED.sidebar.show('debug'));
-    await page.locator('#red-ui-sidebar-debug-clear').waitFor({ state: 'visible', timeout: 10_000 });
-  }
-
-  async function clickInjectButton(id: string): Promise<void> {
-    const button = page.locator(`[id="${id}"] .red-ui-flow-node-button-button`);
-    await button.scrollIntoViewIfNeeded();
-    await button.click();
-  }
-
-  async function waitForDebugText(text: string): Promise<void> {
-    try {
-      await page.locator('.red-ui-debug-content .red-ui-debug-msg', { hasText: text }).first().waitFor({ state: 'visible', timeout: 30_000 });
-    } catch (e) {
-      await shot('failure-debug');
-      const shown = await page.locator('.red-ui-debug-content').textContent().catch(() => '');
-      throw new Error(`the debug sidebar never showed "${text}"; it shows: ${shown?.slice(0, 500)}; Node-RED log: ${join(ARTIFACTS, 'node-red.log')}`, { cause: e });
-    }
   }
 });

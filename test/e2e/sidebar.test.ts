@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Page } from 'playwright-core';
 import { ThinClient } from '../../src/client/client';
 import type * as Start from '../../scripts/start.mjs';
-import { ARTIFACTS, ROOT, openDemoEditor, type EditorSession } from './browser';
+import { ARTIFACTS, ROOT, showTab, useDemoEditor } from './browser';
 
 const SCREENSHOTS = join(ROOT, 'docs', 'screenshots');
 const CHANNEL_TAB = 'Two flows talking through a channel';
@@ -29,11 +29,10 @@ interface ApiState {
 
 describe('e2e: the Katzenpost sidebar tab in the Node-RED editor, in Chromium', function () {
   this.timeout(180_000);
-  let session: EditorSession | null = null;
+  const editor = useDemoEditor('sidebar');
   let demo: Start.Demo | null = null;
   let page: Page;
   let userDir = '';
-  const pageErrors: string[] = [];
 
   async function shot(name: string, forReadme = false): Promise<void> {
     const file = join(ARTIFACTS, `${name}.png`);
@@ -59,18 +58,8 @@ describe('e2e: the Katzenpost sidebar tab in the Node-RED editor, in Chromium', 
 
   const card = () => page.locator('.kp-sb-channel', { has: page.locator('.kp-sb-name', { hasText: /^demo$/ }) });
 
-  before(async function () {
-    session = await openDemoEditor(this, 'sidebar', pageErrors);
-    ({ demo, page, userDir } = session);
-  });
-
-  after(async function () {
-    await session?.close();
-  });
-
-  afterEach(function () {
-    const errors = pageErrors.splice(0);
-    assert.deepEqual(errors, [], `page errors in the editor:\n${errors.join('\n')}`);
+  before(function () {
+    ({ demo, page, userDir } = editor.session);
   });
 
   it('has a Katzenpost tab showing the daemon connected, its instance token, its epoch and the network by layer', async function () {
@@ -104,13 +93,7 @@ describe('e2e: the Katzenpost sidebar tab in the Node-RED editor, in Chromium', 
   it('shows the demo channel with its positions, counts and last activity once a message went through', async function () {
     const before = await demoChannel();
     // Send "hello channel" through the demo's channel and wait until the reader got it.
-    const tab = (await page.evaluate((title: string) => {
-      let id: string | null = null;
-      RED.nodes.eachWorkspace((ws: { id: string; label: string }) => { if (ws.label === title) id = ws.id; });
-      return id;
-    }, CHANNEL_TAB)) as string | null;
-    assert.ok(tab, `the demo tab "${CHANNEL_TAB}" is not deployed`);
-    await page.evaluate((id: string) => RED.workspaces.show(id), tab);
+    await showTab(page, CHANNEL_TAB);
     const inject = (await page.evaluate(() => RED.nodes.filterNodes({ z: RED.workspaces.active(), type: 'inject' })[0].id)) as string;
     await page.locator(`[id="${inject}"] .red-ui-flow-node-button-button`).click();
     await page.evaluate(() => RED.sidebar.show('katzenpost'));
