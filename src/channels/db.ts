@@ -8,6 +8,8 @@
 import type Database from 'better-sqlite3';
 import type { IntroductionState } from './introduction';
 import {
+  PAYLOAD_CHUNK_LENGTH,
+  forEachChunk,
   openDatabase,
   type ChannelRow,
   type CopyElementRow,
@@ -39,13 +41,22 @@ export interface NewChannel {
 /** The copy-stream plan of a large message: where it lands and the temporary channel it goes through. */
 export interface CopyPlan {
   boxIndex: Buffer;
-  nextIndex: Buffer;
-  boxCount: number;
   tempSeed: Buffer;
   tempWriteCap: Buffer;
   tempFirstIndex: Buffer;
-  /** The copy-stream elements as the daemon built them, in order. */
-  elements: readonly Buffer[];
+}
+
+/** One window of a copy stream, as it is recorded before dispatch. */
+export interface CopyWindow {
+  /** Its elements, each with the temp box it goes to and its envelope. */
+  elements: { element: number; data: Buffer; tempIndex: Buffer; env: RecordedEnvelope }[];
+  /** Framed bytes made into elements once this window is recorded. */
+  built: number;
+  /** The destination box after the boxes built so far, and how many boxes that is. */
+  nextIndex: Buffer;
+  boxCount: number;
+  /** The temp box of the element after this window. */
+  nextTempIndex: Buffer;
 }
 
 /** An encrypted envelope as it is recorded before dispatch. */
@@ -65,6 +76,26 @@ export interface NewReceived {
 }
 
 export type ReceivedLogRow = Pick<ReceivedRow, 'kind' | 'counter' | 'box_count' | 'received_at' | 'read_at'>;
+
+/**
+ * `length` bytes from `offset` on of a payload stored in chunks.
+ * `piece(chunk, from, length)` reads bytes of one chunk (SQL substr, so only
+ * those bytes become a Buffer; `from` counts from 1); a range within one
+ * chunk is that piece itself, a longer one is copied into one new Buffer.
+ */
+function readChunks(piece: (chunk: number, from: number, length: number) => Buffer | undefined, offset: number, length: number): Buffer {
+  const pieces: Buffer[] = [];
+  for (let at = offset, end = offset + length; at < end; ) {
+    const chunk = Math.floor(at / PAYLOAD_CHUNK_LENGTH);
+    const skip = at - chunk * PAYLOAD_CHUNK_LENGTH;
+    const want = Math.min(end - at, PAYLOAD_CHUNK_LENGTH - skip);
+    const data = piece(chunk, skip + 1, want);
+    if (!data || data.length !== want) throw new Error(`stored payload lacks bytes ${at} to ${at + want} (chunk ${chunk})`);
+    pieces.push(data);
+    at += want;
+  }
+  return pieces.length === 1 ? pieces[0] : Buffer.concat(pieces, length);
+}
 
 /** Every statement, prepared once when the database is opened. */
 function prepareStatements(db: Database.Database) {
@@ -93,7 +124,13 @@ function prepareStatements(db: Database.Database) {
     queuedSeqs: db.prepare<[number], { seq: number }>('SELECT seq FROM outbound WHERE channel_id = ?'),
     queuedCount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM outbound WHERE channel_id = ?'),
     lastQueuedAt: db.prepare<[number], { last: number | null }>('SELECT MAX(queued_at) AS last FROM outbound WHERE channel_id = ?'),
-    queueMessage: db.prepare<[number, Buffer, number]>("INSERT INTO outbound (channel_id, op, payload, queued_at) VALUES (?, 'message', ?, ?)"),
+    queueMessage: db.prepare<[number, number, Buffer, number]>(
+      "INSERT INTO outbound (channel_id, op, payload_length, payload_hash, queued_at) VALUES (?, 'message', ?, ?, ?)",
+    ),
+    insertOutboundChunk: db.prepare<[number, number, Buffer]>('INSERT INTO outbound_chunks (seq, chunk, data) VALUES (?, ?, ?)'),
+    outboundPiece: db.prepare<[number, number, number, number], { data: Buffer }>(
+      'SELECT substr(data, ?, ?) AS data FROM outbound_chunks WHERE seq = ? AND chunk = ?',
+    ),
     queueTombstone: db.prepare<[number, Buffer, number, string, number, number]>(
       `INSERT INTO outbound (channel_id, op, tomb_start, tomb_boxes, tomb_first_counter, tomb_messages, queued_at)
        VALUES (?, 'tombstone', ?, ?, ?, ?, ?)`,
@@ -107,9 +144,13 @@ function prepareStatements(db: Database.Database) {
       `INSERT INTO pending_writes (seq, mode, box_index, next_index, box_count, created_at)
        VALUES (?, 'box', ?, ?, 1, ?)`,
     ),
-    insertPendingCopy: db.prepare<[number, Buffer, Buffer, number, Buffer, Buffer, Buffer, number]>(
-      `INSERT INTO pending_writes (seq, mode, box_index, next_index, box_count, temp_seed, temp_write_cap, temp_first_index, created_at)
-       VALUES (?, 'copy', ?, ?, ?, ?, ?, ?, ?)`,
+    insertPendingCopy: db.prepare<[number, Buffer, Buffer, Buffer, Buffer, Buffer, Buffer, number]>(
+      `INSERT INTO pending_writes (seq, mode, box_index, next_index, box_count, temp_seed, temp_write_cap, temp_first_index, copy_temp_index, created_at)
+       VALUES (?, 'copy', ?, ?, 0, ?, ?, ?, ?, ?)`,
+    ),
+    advanceCopy: db.prepare<[Buffer, number, number, number, Buffer, Buffer, number]>(
+      `UPDATE pending_writes SET next_index = ?, box_count = ?, copy_built = ?, copy_elements = ?, copy_temp_index = ?, copy_last_temp_index = ?
+       WHERE seq = ?`,
     ),
     setPendingEnvelope: db.prepare<[Buffer, Buffer, Buffer, Buffer, number]>(
       'UPDATE pending_writes SET next_index = ?, ciphertext = ?, descriptor = ?, envelope_hash = ? WHERE seq = ?',
@@ -118,29 +159,20 @@ function prepareStatements(db: Database.Database) {
       'UPDATE pending_writes SET ciphertext = NULL, descriptor = NULL, envelope_hash = NULL WHERE seq = ?',
     ),
     deletePendingWrite: db.prepare<[number]>('DELETE FROM pending_writes WHERE seq = ?'),
-    insertCopyElement: db.prepare<[number, number, Buffer, Buffer | null]>(
-      'INSERT INTO pending_copy_elements (seq, element, data, temp_index) VALUES (?, ?, ?, ?)',
+    insertCopyElement: db.prepare<[number, number, Buffer, Buffer, Buffer, Buffer, Buffer]>(
+      `INSERT INTO pending_copy_elements (seq, element, data, temp_index, ciphertext, descriptor, envelope_hash)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ),
-    copyElements: db.prepare<[number], CopyElementRow>('SELECT * FROM pending_copy_elements WHERE seq = ? ORDER BY element'),
     copyElementsFrom: db.prepare<[number, number, number], CopyElementRow>(
       'SELECT * FROM pending_copy_elements WHERE seq = ? AND element >= ? ORDER BY element LIMIT ?',
     ),
-    copyElementCount: db.prepare<[number], { n: number }>('SELECT COUNT(*) AS n FROM pending_copy_elements WHERE seq = ?'),
-    copyElement: db.prepare<[number, number], CopyElementRow>('SELECT * FROM pending_copy_elements WHERE seq = ? AND element = ?'),
-    setElementEnvelope: db.prepare<[Buffer, Buffer, Buffer, Buffer, Buffer, number, number]>(
-      `UPDATE pending_copy_elements SET temp_index = ?, next_temp_index = ?, ciphertext = ?, descriptor = ?, envelope_hash = ?
-       WHERE seq = ? AND element = ?`,
+    setElementEnvelope: db.prepare<[Buffer, Buffer, Buffer, number, number]>(
+      'UPDATE pending_copy_elements SET ciphertext = ?, descriptor = ?, envelope_hash = ? WHERE seq = ? AND element = ?',
     ),
     clearElementEnvelope: db.prepare<[number, number]>(
       'UPDATE pending_copy_elements SET ciphertext = NULL, descriptor = NULL, envelope_hash = NULL WHERE seq = ? AND element = ?',
     ),
-    markElementDone: db.prepare<[number, number]>('UPDATE pending_copy_elements SET done = 1 WHERE seq = ? AND element = ?'),
-    setElementTempIndex: db.prepare<[Buffer, number, number]>(
-      'UPDATE pending_copy_elements SET temp_index = ? WHERE seq = ? AND element = ? AND temp_index IS NULL',
-    ),
-    lastElementTempIndex: db.prepare<[number], { temp_index: Buffer }>(
-      'SELECT temp_index FROM pending_copy_elements WHERE seq = ? ORDER BY element DESC LIMIT 1',
-    ),
+    deleteElement: db.prepare<[number, number]>('DELETE FROM pending_copy_elements WHERE seq = ? AND element = ?'),
     // sent
     sentStats: db.prepare<[number], { n: number; last: number | null }>(
       'SELECT COUNT(*) AS n, MAX(sent_at) AS last FROM sent WHERE channel_id = ?',
@@ -167,13 +199,17 @@ function prepareStatements(db: Database.Database) {
     receivedCounters: db.prepare<[number], { id: number; counter: string }>('SELECT id, counter FROM received WHERE channel_id = ?'),
     deleteReceived: db.prepare<[number]>('DELETE FROM received WHERE id = ?'),
     unread: db.prepare<[number], ReceivedRow>('SELECT * FROM received WHERE channel_id = ? AND read_at IS NULL ORDER BY id'),
-    insertReceived: db.prepare<[number, string, string, number, Buffer | null, number | null, string | null, number]>(
-      `INSERT INTO received (channel_id, kind, counter, box_count, payload, payload_length, reason, received_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+    insertReceived: db.prepare<[number, string, string, number, number | null, string | null, number]>(
+      `INSERT INTO received (channel_id, kind, counter, box_count, payload_length, reason, received_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
     ),
+    insertReceivedChunk: db.prepare<[number, number, Buffer]>('INSERT INTO received_chunks (received_id, chunk, data) VALUES (?, ?, ?)'),
+    receivedPiece: db.prepare<[number, number, number, number], { data: Buffer }>(
+      'SELECT substr(data, ?, ?) AS data FROM received_chunks WHERE received_id = ? AND chunk = ?',
+    ),
+    deleteReceivedChunks: db.prepare<[number]>('DELETE FROM received_chunks WHERE received_id = ?'),
     receivedById: db.prepare<[number], ReceivedRow>('SELECT * FROM received WHERE id = ?'),
     markRead: db.prepare<[number, number]>('UPDATE received SET read_at = ? WHERE id = ?'),
-    markReadDropPayload: db.prepare<[number, number]>('UPDATE received SET read_at = ?, payload = NULL WHERE id = ?'),
     // introductions
     introduction: db.prepare<[string], IntroductionRow>('SELECT * FROM introductions WHERE name = ?'),
     saveIntroduction: db.prepare<Omit<IntroductionRow, 'created_at' | 'updated_at'> & { now: number }>(
@@ -293,9 +329,21 @@ export class ChannelDb {
     return this.q.lastQueuedAt.get(channelId)!.last;
   }
 
-  /** Queues a message; returns its sequence number. */
-  queueMessage(channelId: number, payload: Buffer): number {
-    return Number(this.q.queueMessage.run(channelId, payload, Date.now()).lastInsertRowid);
+  /**
+   * Queues a message, in one transaction: its length, its hash and its
+   * chunks. Returns its sequence number.
+   */
+  queueMessage(channelId: number, payload: Buffer, hash: Buffer): number {
+    return this.transaction(() => {
+      const seq = Number(this.q.queueMessage.run(channelId, payload.length, hash, Date.now()).lastInsertRowid);
+      forEachChunk(payload, (chunk, data) => this.q.insertOutboundChunk.run(seq, chunk, data));
+      return seq;
+    });
+  }
+
+  /** `length` bytes of a queued message's payload from `offset` on, read chunk by chunk. */
+  queuedPayload(seq: number, offset: number, length: number): Buffer {
+    return readChunks((chunk, from, n) => this.q.outboundPiece.get(from, n, seq, chunk)?.data, offset, length);
   }
 
   /** Queues a tombstone request; returns its sequence number. */
@@ -338,91 +386,61 @@ export class ChannelDb {
     this.q.deletePendingWrite.run(seq);
   }
 
-  /** Records a copy-stream plan and its elements in one transaction; the first element goes to the temp channel's first box. */
-  recordCopyPlan(seq: number, plan: CopyPlan): void {
-    return this.transaction(() => {
-      this.q.insertPendingCopy.run(
+  /**
+   * Plans a copy: its first destination box and temporary channel, nothing
+   * built yet. Its elements are recorded window by window (recordCopyWindow).
+   */
+  insertPendingCopy(seq: number, plan: CopyPlan): void {
+    this.q.insertPendingCopy.run(seq, plan.boxIndex, plan.boxIndex, plan.tempSeed, plan.tempWriteCap, plan.tempFirstIndex, plan.tempFirstIndex, Date.now());
+  }
+
+  /**
+   * Records one window of a copy stream, in one transaction (one sync to
+   * disk): its elements with their envelopes, how far the stream is built,
+   * and the acknowledgement of `acked` elements of earlier windows (their
+   * rows go).
+   */
+  recordCopyWindow(seq: number, window: CopyWindow, acked: readonly number[]): void {
+    this.transaction(() => {
+      for (const e of window.elements) {
+        this.q.insertCopyElement.run(seq, e.element, e.data, e.tempIndex, e.env.messageCiphertext, e.env.envelopeDescriptor, e.env.envelopeHash);
+      }
+      const last = window.elements[window.elements.length - 1];
+      const pending = this.q.pendingWrite.get(seq)!;
+      this.q.advanceCopy.run(
+        window.nextIndex,
+        window.boxCount,
+        window.built,
+        pending.copy_elements + window.elements.length,
+        window.nextTempIndex,
+        last ? last.tempIndex : pending.copy_last_temp_index!,
         seq,
-        plan.boxIndex,
-        plan.nextIndex,
-        plan.boxCount,
-        plan.tempSeed,
-        plan.tempWriteCap,
-        plan.tempFirstIndex,
-        Date.now(),
       );
-      plan.elements.forEach((data, i) => this.q.insertCopyElement.run(seq, i, data, i === 0 ? plan.tempFirstIndex : null));
+      for (const element of acked) this.q.deleteElement.run(seq, element);
     });
   }
 
-  copyElements(seq: number): CopyElementRow[] {
-    return this.q.copyElements.all(seq);
-  }
-
-  /** Up to `limit` elements from `from` on, in order: a window, so a large stream is never all in memory. */
+  /** Up to `limit` recorded, unacknowledged elements from `from` on, in order. */
   copyElementsFrom(seq: number, from: number, limit: number): CopyElementRow[] {
     return this.q.copyElementsFrom.all(seq, from, limit);
   }
 
-  copyElementCount(seq: number): number {
-    return this.q.copyElementCount.get(seq)!.n;
+  /** Records a new envelope for an element whose envelope the daemon refused (before it is dispatched). */
+  setElementEnvelope(seq: number, element: number, env: RecordedEnvelope): void {
+    this.q.setElementEnvelope.run(env.messageCiphertext, env.envelopeDescriptor, env.envelopeHash, seq, element);
   }
 
-  /**
-   * Records the envelopes of a window of elements and the temp box of the
-   * element after it, in one transaction (one sync to disk for the window).
-   */
-  recordElementEnvelopes(
-    seq: number,
-    envelopes: { element: number; tempIndex: Buffer; env: RecordedEnvelope & { nextMessageBoxIndex: Buffer } }[],
-    next: { element: number; tempIndex: Buffer } | null,
-  ): void {
-    this.transaction(() => {
-      for (const e of envelopes) this.setElementEnvelope(seq, e.element, e.tempIndex, e.env);
-      if (next) this.setElementTempIndex(seq, next.element, next.tempIndex);
-    });
-  }
-
-  /** Marks elements acknowledged, in one transaction. */
-  markElementsDone(seq: number, elements: number[]): void {
-    this.transaction(() => {
-      for (const e of elements) this.q.markElementDone.run(seq, e);
-    });
-  }
-
-  copyElement(seq: number, element: number): CopyElementRow | undefined {
-    return this.q.copyElement.get(seq, element);
-  }
-
-  /** Records the envelope of a copy element (before it is dispatched) and the temp box it goes to. */
-  setElementEnvelope(seq: number, element: number, tempIndex: Buffer, env: RecordedEnvelope & { nextMessageBoxIndex: Buffer }): void {
-    this.q.setElementEnvelope.run(
-      tempIndex,
-      env.nextMessageBoxIndex,
-      env.messageCiphertext,
-      env.envelopeDescriptor,
-      env.envelopeHash,
-      seq,
-      element,
-    );
-  }
-
+  /** Forgets the envelope of an element (the daemon refused it; the next attempt makes a new one). */
   clearElementEnvelope(seq: number, element: number): void {
     this.q.clearElementEnvelope.run(seq, element);
   }
 
-  markElementDone(seq: number, element: number): void {
-    this.q.markElementDone.run(seq, element);
-  }
-
-  /** Sets the temp box of a copy element unless it is known already. */
-  setElementTempIndex(seq: number, element: number, tempIndex: Buffer): void {
-    this.q.setElementTempIndex.run(tempIndex, seq, element);
-  }
-
-  /** The temp box of the last element of a copy stream. */
-  lastElementTempIndex(seq: number): Buffer {
-    return this.q.lastElementTempIndex.get(seq)!.temp_index;
+  /** Acknowledged elements: their rows go, in one transaction. */
+  deleteElements(seq: number, elements: readonly number[]): void {
+    if (elements.length === 0) return;
+    this.transaction(() => {
+      for (const element of elements) this.q.deleteElement.run(seq, element);
+    });
   }
 
   // ---------------------------------------------------------------- sent
@@ -492,31 +510,32 @@ export class ChannelDb {
   }
 
   /**
-   * Phase 1 of a read, in one transaction: logs the item (unread) and moves
-   * the read index past it. Returns the logged entry.
+   * Phase 1 of a read, in one transaction: logs the item (unread) with its
+   * payload's chunks and moves the read index past it. Returns the logged entry.
    */
   logReceived(channelId: number, item: NewReceived, next: Buffer): ReceivedRow {
     return this.transaction(() => {
       const id = Number(
-        this.q.insertReceived.run(
-          channelId,
-          item.kind,
-          item.counter,
-          item.boxes,
-          item.payload,
-          item.payload?.length ?? null,
-          item.reason,
-          Date.now(),
-        ).lastInsertRowid,
+        this.q.insertReceived.run(channelId, item.kind, item.counter, item.boxes, item.payload?.length ?? null, item.reason, Date.now())
+          .lastInsertRowid,
       );
+      if (item.payload) forEachChunk(item.payload, (chunk, data) => this.q.insertReceivedChunk.run(id, chunk, data));
       this.q.setReadIndex.run(next, channelId);
       return this.q.receivedById.get(id)!;
     });
   }
 
-  /** Phase 2 of a read: marks the entry read, dropping its payload unless `retainPayload`. */
+  /** The payload of a logged message, read chunk by chunk into one Buffer. */
+  receivedPayload(id: number, length: number): Buffer {
+    return readChunks((chunk, from, n) => this.q.receivedPiece.get(from, n, id, chunk)?.data, 0, length);
+  }
+
+  /** Phase 2 of a read: marks the entry read, dropping its payload unless `retainPayload` (one transaction). */
   markRead(id: number, retainPayload: boolean): void {
-    (retainPayload ? this.q.markRead : this.q.markReadDropPayload).run(Date.now(), id);
+    this.transaction(() => {
+      this.q.markRead.run(Date.now(), id);
+      if (!retainPayload) this.q.deleteReceivedChunks.run(id);
+    });
   }
 
   /**

@@ -23,9 +23,11 @@
  * ```
  *
  * A large message's framed bytes (40-byte header + T payload bytes) are handed
- * to a copy stream as one destination payload; the daemon cuts them into
- * consecutive destination boxes of (MaxPlaintextPayloadLength - 4) bytes, the
- * last box holding the remainder. Continuation boxes carry NO header of their
+ * to a copy stream as the payload of one destination; the daemon cuts them
+ * into consecutive destination boxes of (MaxPlaintextPayloadLength - 4) bytes
+ * ({@link copyBoxLength}), the last box holding the remainder. The sender
+ * hands them over in several calls, each a whole number of boxes, so the boxes
+ * are the same as from one call. Continuation boxes carry NO header of their
  * own: a reader that saw a large header concatenates the plaintexts of the
  * following boxes, in index order, until it holds exactly 40 + T bytes, then
  * checks the hash. More bytes than that, a hash mismatch, or a tombstone in a
@@ -60,6 +62,11 @@ export function maxSinglePayload(maxPlaintextPayloadLength: number): number {
   return maxPlaintextPayloadLength - SINGLE_HEADER_LENGTH;
 }
 
+/** Framed bytes a copy stream puts in each destination box (all but the last are full). */
+export function copyBoxLength(maxPlaintextPayloadLength: number): number {
+  return maxPlaintextPayloadLength - 4;
+}
+
 /** True when the payload needs a copy stream (kind 0x02). */
 export function needsCopy(payloadLength: number, maxPlaintextPayloadLength: number): boolean {
   return payloadLength > maxSinglePayload(maxPlaintextPayloadLength);
@@ -76,20 +83,29 @@ export function encodeSingle(payload: Uint8Array): Buffer {
   return out;
 }
 
-/** Frames a payload as a large message (kind 0x02): the copy stream's destination payload. */
-export function encodeLarge(payload: Uint8Array): Buffer {
-  if (payload.length > MAX_MESSAGE_LENGTH) {
-    throw new RangeError(`payload of ${payload.length} bytes exceeds the ${MAX_MESSAGE_LENGTH}-byte channel message limit`);
+function checkMessageLength(payloadLength: number): void {
+  if (payloadLength > MAX_MESSAGE_LENGTH) {
+    throw new RangeError(`payload of ${payloadLength} bytes exceeds the ${MAX_MESSAGE_LENGTH}-byte channel message limit`);
   }
-  const out = Buffer.allocUnsafe(LARGE_HEADER_LENGTH + payload.length);
+}
+
+/** The 40-byte header of a large message (kind 0x02) of `payloadLength` bytes with BLAKE2b-256 `hash`. */
+export function largeHeader(payloadLength: number, hash: Uint8Array): Buffer {
+  checkMessageLength(payloadLength);
+  const out = Buffer.allocUnsafe(LARGE_HEADER_LENGTH);
   out[0] = FRAME_MAGIC_0;
   out[1] = FRAME_MAGIC_1;
   out[2] = FRAME_VERSION;
   out[3] = KIND_LARGE;
-  out.writeUInt32BE(payload.length, 4);
-  blake2b256(payload).copy(out, 8);
-  out.set(payload, LARGE_HEADER_LENGTH);
+  out.writeUInt32BE(payloadLength, 4);
+  out.set(hash, 8);
   return out;
+}
+
+/** Frames a payload as a large message (kind 0x02): the copy stream's destination payload, whole. */
+export function encodeLarge(payload: Uint8Array): Buffer {
+  checkMessageLength(payload.length);
+  return Buffer.concat([largeHeader(payload.length, blake2b256(payload)), payload]);
 }
 
 /** What the first box of a message says about it. */
@@ -119,19 +135,61 @@ export function parseFirstBox(box: Buffer): FirstBox {
   return { kind: 'malformed', reason: `unknown message kind 0x${box[3].toString(16).padStart(2, '0')}` };
 }
 
+export type Assembled = { ok: true; payload: Buffer } | { ok: false; reason: string };
+
+/**
+ * Reassembles a large message box by box into one Buffer of its payload
+ * length, allocated once: a box's bytes are copied in as it arrives.
+ */
+export class LargeMessageAssembler {
+  private readonly payload: Buffer;
+  /** Framed bytes received so far, the first box's included. */
+  private framed: number;
+
+  constructor(private readonly header: Extract<FirstBox, { kind: 'large' }>) {
+    this.payload = Buffer.allocUnsafe(header.totalLength);
+    header.first.copy(this.payload, 0, LARGE_HEADER_LENGTH);
+    this.framed = header.first.length;
+  }
+
+  /** Framed bytes still to come (0 once every box is in). */
+  get missing(): number {
+    return Math.max(0, this.header.framedLength - this.framed);
+  }
+
+  /**
+   * Adds the plaintext of the next continuation box. Returns the reason the
+   * message is malformed when the box holds more bytes than the message has left.
+   */
+  add(box: Buffer): string | null {
+    if (this.framed + box.length > this.header.framedLength) {
+      return `large message spans ${this.framed + box.length} bytes, header says ${this.header.framedLength}`;
+    }
+    box.copy(this.payload, this.framed - LARGE_HEADER_LENGTH);
+    this.framed += box.length;
+    return null;
+  }
+
+  /** The payload once every box is in and its hash matches the header's. */
+  finish(): Assembled {
+    if (this.framed !== this.header.framedLength) {
+      return { ok: false, reason: `large message spans ${this.framed} bytes, header says ${this.header.framedLength}` };
+    }
+    if (!blake2b256(this.payload).equals(this.header.hash)) return { ok: false, reason: 'large message hash mismatch' };
+    return { ok: true, payload: this.payload };
+  }
+}
+
 /**
  * Reassembles a large message from its boxes (first box included), or
  * explains why they do not form one.
  */
-export function assembleLarge(
-  header: Extract<FirstBox, { kind: 'large' }>,
-  boxes: readonly Buffer[],
-): { ok: true; payload: Buffer } | { ok: false; reason: string } {
-  const joined = Buffer.concat(boxes as Buffer[]);
-  if (joined.length !== header.framedLength) {
-    return { ok: false, reason: `large message spans ${joined.length} bytes, header says ${header.framedLength}` };
+export function assembleLarge(header: Extract<FirstBox, { kind: 'large' }>, boxes: readonly Buffer[]): Assembled {
+  const spans = boxes.reduce((n, b) => n + b.length, 0);
+  if (spans !== header.framedLength) {
+    return { ok: false, reason: `large message spans ${spans} bytes, header says ${header.framedLength}` };
   }
-  const payload = joined.subarray(LARGE_HEADER_LENGTH);
-  if (!blake2b256(payload).equals(header.hash)) return { ok: false, reason: 'large message hash mismatch' };
-  return { ok: true, payload: Buffer.from(payload) };
+  const assembler = new LargeMessageAssembler(header);
+  for (const box of boxes.slice(1)) assembler.add(box);
+  return assembler.finish();
 }

@@ -8,11 +8,18 @@
  * 1. Unread entries of the `received` log are delivered first, in order.
  * 2. The next message is read from the read index: a fresh encrypt_read and a
  *    no-retry read per attempt, backing off while the box does not exist; a
- *    large message's continuation boxes are read the same way.
- * 3. Phase 1: one transaction inserts the message (or tombstone/malformed
- *    report) into `received`, unread, and advances the read index past it.
- * 4. The handler is called; when it returns (for a synchronous handler, in
- *    the same tick) phase 2 commits the read mark.
+ *    large message's continuation boxes are read the same way, one at a
+ *    time, each copied as it comes into one Buffer of the payload's length
+ *    (so the message is in memory once; more reads in flight would save
+ *    little time against the daemon's own work, and the thin client's
+ *    garbage per request would grow V8's young generation).
+ * 3. Phase 1: one transaction inserts the message (its payload in chunks) or
+ *    tombstone/malformed report into `received`, unread, and advances the
+ *    read index past it.
+ * 4. The handler is called (with the payload read in step 2, or read back
+ *    from the log for an entry of an earlier run); when it returns (for a
+ *    synchronous handler, in the same tick) phase 2 commits the read mark and
+ *    drops the stored payload.
  *
  * Crash windows:
  * - during (2) or before (3) commits: nothing recorded; the next run reads the
@@ -34,7 +41,7 @@ import { indexCounter, readParams } from './boxes';
 import type { ChannelContext } from './context';
 import type { ChannelRow, NewReceived, ReceivedRow } from './db';
 import { ChannelBusyError } from './errors';
-import { assembleLarge, parseFirstBox } from './framing';
+import { LargeMessageAssembler, parseFirstBox } from './framing';
 import type { ChannelHandler, ChannelItem } from './types';
 
 /** Options of one receive loop. */
@@ -146,15 +153,24 @@ export class Receiver {
       // Phase 1: log the item and move the read index past it, atomically.
       const entry = db.logReceived(channelId, item, item.next);
       this.ctx.progress({ stage: 'logged', channel: row.name, index: item.counter, kind: item.kind });
-      await this.deliver(row, entry, handler);
+      await this.deliver(row, entry, handler, item.payload);
     }
   }
 
-  /** Hands one logged entry to the handler, then (phase 2) marks it read. */
-  private async deliver(row: ChannelRow, entry: ReceivedRow, handler: ChannelHandler): Promise<void> {
+  /**
+   * Hands one logged entry to the handler, then (phase 2) marks it read.
+   * `payload` is the message as just read; without it, it is read from the log.
+   */
+  private async deliver(row: ChannelRow, entry: ReceivedRow, handler: ChannelHandler, payload: Buffer | null = null): Promise<void> {
     const item: ChannelItem =
       entry.kind === 'message'
-        ? { kind: 'message', channel: row.name, index: entry.counter, payload: Buffer.from(entry.payload ?? Buffer.alloc(0)), boxes: entry.box_count }
+        ? {
+            kind: 'message',
+            channel: row.name,
+            index: entry.counter,
+            payload: payload ?? this.ctx.db.receivedPayload(entry.id, entry.payload_length ?? 0),
+            boxes: entry.box_count,
+          }
         : {
             kind: entry.kind,
             channel: row.name,
@@ -181,36 +197,32 @@ export class Receiver {
     const parsed = parseFirstBox(first.plaintext);
     if (parsed.kind === 'single') return { kind: 'message', counter, boxes: 1, payload: parsed.payload, reason: null, next: first.next };
     if (parsed.kind === 'malformed') return { kind: 'malformed', counter, boxes: 1, payload: null, reason: parsed.reason, next: first.next };
-    const boxes = [parsed.first];
-    let have = parsed.first.length;
+    const assembler = new LargeMessageAssembler(parsed);
+    let boxes = 1;
     let cursor = first.next;
-    while (have < parsed.framedLength) {
+    while (assembler.missing > 0) {
       const box = await this.readBox(row, cursor, signal, pollInitialMs, pollMaxMs);
       if (!box) return null;
       if (box.tombstone) {
         // The tombstoned box is left for the next read, which reports it.
-        return {
-          kind: 'malformed',
-          counter,
-          boxes: boxes.length,
-          payload: null,
-          reason: `large message interrupted by a tombstone at box ${indexCounter(cursor)}`,
-          next: cursor,
-        };
+        const reason = `large message interrupted by a tombstone at box ${indexCounter(cursor)}`;
+        return { kind: 'malformed', counter, boxes, payload: null, reason, next: cursor };
       }
-      boxes.push(box.plaintext);
-      have += box.plaintext.length;
+      boxes++;
       cursor = box.next;
+      const overflow = assembler.add(box.plaintext);
+      if (overflow) return { kind: 'malformed', counter, boxes, payload: null, reason: overflow, next: cursor };
     }
-    const assembled = assembleLarge(parsed, boxes);
-    if (!assembled.ok) return { kind: 'malformed', counter, boxes: boxes.length, payload: null, reason: assembled.reason, next: cursor };
-    return { kind: 'message', counter, boxes: boxes.length, payload: assembled.payload, reason: null, next: cursor };
+    const assembled = assembler.finish();
+    if (!assembled.ok) return { kind: 'malformed', counter, boxes, payload: null, reason: assembled.reason, next: cursor };
+    return { kind: 'message', counter, boxes, payload: assembled.payload, reason: null, next: cursor };
   }
 
   /**
    * Reads one box, polling while it does not exist: a fresh encrypt_read and
    * a no-retry read per attempt (a cached courier reply could hide a later
-   * tombstone), with exponential backoff. Null when stopped.
+   * tombstone), with exponential backoff. The plaintext is the client's
+   * (callers copy what they keep). Null when stopped.
    */
   private async readBox(row: ChannelRow, index: Buffer, signal: AbortSignal, pollInitialMs: number, pollMaxMs: number): Promise<ReadBox | null> {
     const { retryInitialMs, retryMaxMs } = this.ctx;
@@ -236,7 +248,7 @@ export class Receiver {
           return { tombstone: true, next };
         }
         this.ctx.progress({ stage: 'box-read', channel: row.name, index: counter, outcome: 'data' });
-        return { tombstone: false, plaintext: Buffer.from(plaintext), next };
+        return { tombstone: false, plaintext, next };
       } catch (err) {
         if (signal.aborted || this.ctx.isClosed()) return null;
         if (err instanceof TombstoneError && next) {

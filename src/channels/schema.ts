@@ -2,7 +2,12 @@
  * The channel database file: its schema, the row types of its tables, and
  * opening it with the durability settings (WAL journal, synchronous=FULL, so
  * a committed transaction survives a crash of the process and of the
- * machine). The statements run on it are in db.ts.
+ * machine) and a bounded page cache. The statements run on it are in db.ts.
+ *
+ * Message payloads (up to 10 MiB) are stored in chunks of
+ * {@link PAYLOAD_CHUNK_LENGTH} bytes, never as one value: SQLite copies a
+ * value whole to bind, store or read it, so a 10 MB blob would cost several
+ * times its size in memory, while a chunk costs at most its own.
  *
  * The file holds capabilities in the clear (a write cap is the channel's
  * signing key), so it is created with mode 0600 and must be treated like
@@ -10,8 +15,21 @@
  */
 import Database from 'better-sqlite3';
 import { closeSync, chmodSync, openSync } from 'node:fs';
+import { blake2b256 } from '../client/crypto';
 
-export const SCHEMA_VERSION = 2;
+export const SCHEMA_VERSION = 3;
+
+/**
+ * Bytes per payload chunk: chunk n of a payload holds its bytes from
+ * n * PAYLOAD_CHUNK_LENGTH on. Part of the file format (changing it needs a migration).
+ */
+export const PAYLOAD_CHUNK_LENGTH = 64 * 1024;
+
+/**
+ * The page cache of a connection, in KiB: SQLite's own default. better-sqlite3
+ * raises it to 16 MB, which writing or reading a 10 MB message fills and keeps.
+ */
+const PAGE_CACHE_KIB = 2000;
 
 /** Version 1: the channels and their durable work. */
 const SCHEMA = `
@@ -106,9 +124,9 @@ CREATE INDEX IF NOT EXISTS received_unread ON received (channel_id, id) WHERE re
 /**
  * Changes after version 1, each bringing the file to `version`; a file runs
  * those above its own version, in order, each in one transaction with the
- * version bump.
+ * version bump: `sql`, then `run` (what SQL alone cannot do), then `after`.
  */
-const MIGRATIONS: readonly { version: number; sql: string }[] = [
+const MIGRATIONS: readonly { version: number; sql: string; run?: (db: Database.Database) => void; after?: string }[] = [
   {
     version: 2,
     sql: `
@@ -138,7 +156,82 @@ CREATE TABLE IF NOT EXISTS introductions (
 );
 `,
   },
+  {
+    version: 3,
+    sql: `
+-- Payloads move into chunks (PAYLOAD_CHUNK_LENGTH bytes each), so that a
+-- large message is stored, sent and received piece by piece.
+ALTER TABLE outbound ADD COLUMN payload_length INTEGER;  -- message: its bytes, in outbound_chunks
+ALTER TABLE outbound ADD COLUMN payload_hash BLOB;       -- message: BLAKE2b-256 of the payload (a large message's header)
+CREATE TABLE outbound_chunks (
+  seq    INTEGER NOT NULL REFERENCES outbound(seq) ON DELETE CASCADE,
+  chunk  INTEGER NOT NULL,
+  data   BLOB NOT NULL,
+  PRIMARY KEY (seq, chunk)
+);
+CREATE TABLE received_chunks (
+  received_id INTEGER NOT NULL REFERENCES received(id) ON DELETE CASCADE,
+  chunk       INTEGER NOT NULL,
+  data        BLOB NOT NULL,
+  PRIMARY KEY (received_id, chunk)
+);
+-- A copy stream is built, recorded and sent window by window, each element
+-- kept only until it is acknowledged. A copy planned by version 2 is dropped
+-- and planned again with a new temporary channel: its destination boxes get
+-- the same contents, so boxes it may already have written are written over
+-- with identical bytes.
+DELETE FROM pending_writes WHERE mode = 'copy';
+DROP TABLE pending_copy_elements;
+CREATE TABLE pending_copy_elements (
+  seq             INTEGER NOT NULL REFERENCES pending_writes(seq) ON DELETE CASCADE,
+  element         INTEGER NOT NULL,
+  data            BLOB NOT NULL,   -- copy-stream element as the daemon built it (to encrypt again if its envelope is refused)
+  temp_index      BLOB NOT NULL,   -- temp box it goes to
+  ciphertext      BLOB,            -- exact envelope, recorded before dispatch; NULL after the daemon refused it
+  descriptor      BLOB,
+  envelope_hash   BLOB,
+  PRIMARY KEY (seq, element)
+);
+-- In copy mode, next_index and box_count say where the boxes built so far
+-- end and how many they are (the message's, once the last window is recorded).
+ALTER TABLE pending_writes ADD COLUMN copy_built INTEGER NOT NULL DEFAULT 0;     -- framed bytes made into recorded elements
+ALTER TABLE pending_writes ADD COLUMN copy_elements INTEGER NOT NULL DEFAULT 0;  -- elements recorded (the next one's number)
+ALTER TABLE pending_writes ADD COLUMN copy_temp_index BLOB;       -- temp box of the next element
+ALTER TABLE pending_writes ADD COLUMN copy_last_temp_index BLOB;  -- temp box of the last element recorded
+`,
+    run: moveBlobsToChunks,
+    after: `
+ALTER TABLE outbound DROP COLUMN payload;
+ALTER TABLE received DROP COLUMN payload;
+`,
+  },
 ];
+
+/** Version 3: each version-2 payload (outbound.payload, received.payload) into chunks, one row at a time. */
+function moveBlobsToChunks(db: Database.Database): void {
+  const queued = db.prepare<[], { seq: number }>("SELECT seq FROM outbound WHERE op = 'message'").all();
+  const queuedPayload = db.prepare<[number], { payload: Buffer | null }>('SELECT payload FROM outbound WHERE seq = ?');
+  const describeQueued = db.prepare<[number, Buffer, number]>('UPDATE outbound SET payload_length = ?, payload_hash = ? WHERE seq = ?');
+  const insertQueuedChunk = db.prepare<[number, number, Buffer]>('INSERT INTO outbound_chunks (seq, chunk, data) VALUES (?, ?, ?)');
+  for (const { seq } of queued) {
+    const payload = queuedPayload.get(seq)?.payload ?? Buffer.alloc(0);
+    describeQueued.run(payload.length, blake2b256(payload), seq);
+    forEachChunk(payload, (chunk, data) => insertQueuedChunk.run(seq, chunk, data));
+  }
+  const received = db.prepare<[], { id: number }>('SELECT id FROM received WHERE payload IS NOT NULL').all();
+  const receivedPayload = db.prepare<[number], { payload: Buffer }>('SELECT payload FROM received WHERE id = ?');
+  const insertReceivedChunk = db.prepare<[number, number, Buffer]>('INSERT INTO received_chunks (received_id, chunk, data) VALUES (?, ?, ?)');
+  for (const { id } of received) {
+    forEachChunk(receivedPayload.get(id)!.payload, (chunk, data) => insertReceivedChunk.run(id, chunk, data));
+  }
+}
+
+/** Calls `fn` with each chunk of `payload` in order (views into it, not copies). */
+export function forEachChunk(payload: Buffer, fn: (chunk: number, data: Buffer) => void): void {
+  for (let chunk = 0, offset = 0; offset < payload.length; chunk++, offset += PAYLOAD_CHUNK_LENGTH) {
+    fn(chunk, payload.subarray(offset, offset + PAYLOAD_CHUNK_LENGTH));
+  }
+}
 
 export interface IntroductionRow {
   name: string;
@@ -179,7 +272,8 @@ export interface OutboundRow {
   seq: number;
   channel_id: number;
   op: 'message' | 'tombstone';
-  payload: Buffer | null;
+  payload_length: number | null;
+  payload_hash: Buffer | null;
   tomb_start: Buffer | null;
   tomb_boxes: number | null;
   tomb_first_counter: string | null;
@@ -201,18 +295,20 @@ export interface PendingWriteRow {
   temp_write_cap: Buffer | null;
   temp_first_index: Buffer | null;
   created_at: number;
+  copy_built: number;
+  copy_elements: number;
+  copy_temp_index: Buffer | null;
+  copy_last_temp_index: Buffer | null;
 }
 
 export interface CopyElementRow {
   seq: number;
   element: number;
   data: Buffer;
-  temp_index: Buffer | null;
-  next_temp_index: Buffer | null;
+  temp_index: Buffer;
   ciphertext: Buffer | null;
   descriptor: Buffer | null;
   envelope_hash: Buffer | null;
-  done: number;
 }
 
 export interface SentRow {
@@ -232,7 +328,6 @@ export interface ReceivedRow {
   kind: 'message' | 'tombstone' | 'malformed';
   counter: string;
   box_count: number;
-  payload: Buffer | null;
   payload_length: number | null;
   reason: string | null;
   received_at: number;
@@ -255,6 +350,7 @@ export function openDatabase(path: string): Database.Database {
     db.pragma('journal_mode = WAL');
     db.pragma('synchronous = FULL');
     db.pragma('foreign_keys = ON');
+    db.pragma(`cache_size = -${PAGE_CACHE_KIB}`);
     // Another process writing the same channels would break the single-writer
     // rule; wait briefly for a lock, then fail rather than interleave.
     db.pragma('busy_timeout = 5000');
@@ -268,6 +364,8 @@ export function openDatabase(path: string): Database.Database {
       if (version >= m.version) continue;
       db.transaction(() => {
         db.exec(m.sql);
+        m.run?.(db);
+        if (m.after) db.exec(m.after);
         db.pragma(`user_version = ${m.version}`);
       })();
     }

@@ -51,9 +51,10 @@ import type {
 
 export { indexCounter } from './boxes';
 
+/** The bytes of a payload argument: a view of a caller's Uint8Array (not a copy; it is stored before send() returns). */
 function toBytes(value: unknown, argument: string): Buffer {
   if (typeof value === 'string') return Buffer.from(value, 'utf8');
-  if (value instanceof Uint8Array) return Buffer.from(value);
+  if (value instanceof Uint8Array) return Buffer.from(value.buffer, value.byteOffset, value.byteLength);
   throw new InvalidArgumentError(argument, 'Buffer, Uint8Array or string', value === null ? 'null' : typeof value);
 }
 

@@ -161,6 +161,9 @@ export interface TombstoneResult {
 /**
  * Progress points, emitted synchronously (EventEmitter 'progress') so that
  * tests and status displays can observe, or stop at, each durable step.
+ * A copy stream is built window by window, so `elements` of the element
+ * stages counts the elements recorded so far (the stream's total once its
+ * last window is recorded).
  */
 export type ChannelProgress =
   | { stage: 'queued'; channel: string; seq: number }

@@ -9,10 +9,11 @@ export = function (RED: NodeAPI): void {
   defineOperationNode<NodeDef>(RED, {
     type: 'katzenpost-encrypt-read',
     credentials: { readCap: { type: 'password' } },
-    async run({ client, msg, buffer, key, callOptions }) {
+    async run({ client, msg, buffer, key }) {
       const readCap = key('readCap', 'readCap', SIZES.readCap)!;
       const index = buffer('messageBoxIndex', { size: SIZES.messageBoxIndex });
-      const r = await client.encryptRead(readCap, index, callOptions());
+      // A local request: no signal, as in katzenpost-encrypt-write.
+      const r = await client.encryptRead(readCap, index);
       msg.envelope = envelopeFromResult(r, 'read');
       msg.nextMessageBoxIndex = r.nextMessageBoxIndex;
       return msg;

@@ -24,7 +24,9 @@
  *
  * The frame gives each message a timeout (msg.timeout in ms, else the node's
  * `timeout` field in seconds, else `defaultTimeoutMs`), an AbortSignal for
- * every client call, blue "working" status, and `done(err)` on any throw,
+ * client calls (`ctx.signal`, `ctx.callOptions()`; a handler that never asks
+ * for it has its message completed by the frame on timeout, msg.cancel or
+ * close), blue "working" status, and `done(err)` on any throw,
  * so Catch nodes receive the message. The editor side must declare a
  * `daemon` property of type "katzenpost-daemon" (and `timeout` if used).
  * What a node keeps across messages is built once by

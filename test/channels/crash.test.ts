@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
-import { ChannelStore } from '../../src/channels';
+import { ChannelStore, LARGE_HEADER_LENGTH } from '../../src/channels';
+import { READ_CAP_LENGTH, WRITE_CAP_LENGTH } from '../../src/wire';
 import { Harness, collect } from './helpers';
 
 const ROOT = resolve(__dirname, '..', '..');
@@ -141,9 +142,21 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
   // Five messages; the third goes through a copy command (two or more boxes).
   const large = 'L'.repeat(2500) + randomBytes(1000).toString('hex');
   const messages = ['m1', 'm2', large, 'm4', 'm5'];
+  const withLarge = messages;
+  // The same with a copy stream of three windows (32 boxes each, the last one shorter).
+  const longer = 'W'.repeat(20_000) + randomBytes(50_000).toString('hex');
+  const withLonger = ['m1', 'm2', longer, 'm4', 'm5'];
 
-  /** Runs the sender, kills it at `stopAt`, runs it again to drain, and checks the channel holds each message once. */
-  async function sendScenario(stopAt: Record<string, unknown> | null, stallInFlight = false) {
+  type Recorded = { pending: any[]; elements: any[]; sent: number; queued: number };
+
+  /**
+   * Runs the sender, kills it at `stopAt`, runs it again to drain, and checks
+   * the channel holds each message once. `check` looks at what was recorded at the kill.
+   */
+  async function sendScenario(
+    stopAt: Record<string, unknown> | null,
+    { stallInFlight = false, messages = withLarge, check }: { stallInFlight?: boolean; messages?: string[]; check?: (before: Recorded) => void } = {},
+  ) {
     const dir = h.tempDir();
     const db = join(dir, 'writer.db');
     const seed = randomBytes(32).toString('hex');
@@ -154,7 +167,7 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
       stopAt: stopAt ?? { stage: 'pending-recorded', occurrence: 2, action: 'announce' },
     });
     await killWhenStopped(first, stallInFlight);
-    const before = readDb(db, (d) => ({
+    const before: Recorded = readDb(db, (d) => ({
       pending: d.prepare('SELECT * FROM pending_writes').all() as any[],
       elements: d.prepare('SELECT * FROM pending_copy_elements ORDER BY element').all() as any[],
       sent: (d.prepare('SELECT COUNT(*) AS n FROM sent').get() as any).n as number,
@@ -162,18 +175,29 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
     }));
     assert.equal(before.queued + before.sent, messages.length, 'every message is either queued or sent at the kill');
     assert.ok(before.queued > 0, 'the kill landed before the queue drained');
+    check?.(before);
 
     if (stallInFlight) {
       // The write reached the daemon (its box exists) but the child never saw the ACK.
       await new Promise((r) => setTimeout(r, 800));
-      assert.equal(before.pending[0]?.mode, 'box');
-      assert.equal(before.pending[0]?.seq, 2);
-      const { read_cap: readCap } = readDb(db, (d) => d.prepare('SELECT read_cap FROM channels').get() as any);
+      const pending = before.pending[0];
+      let readCap: Buffer;
+      let index: Buffer;
+      if (pending?.mode === 'copy') {
+        // Paused before the second element of the second window: the first left in the table was written, the second is in flight.
+        readCap = Buffer.from(pending.temp_write_cap).subarray(WRITE_CAP_LENGTH - READ_CAP_LENGTH);
+        index = before.elements[1].temp_index;
+      } else {
+        assert.equal(pending?.mode, 'box');
+        assert.equal(pending?.seq, 2);
+        readCap = readDb(db, (d) => (d.prepare('SELECT read_cap FROM channels').get() as any).read_cap);
+        index = pending.box_index;
+      }
       const client = await h.client();
-      const enc = await client.encryptRead(readCap, before.pending[0].box_index);
+      const enc = await client.encryptRead(readCap, index);
       const reply = await client.startResendingEncryptedMessageNoRetry({
         readCap,
-        messageBoxIndex: before.pending[0].box_index,
+        messageBoxIndex: index,
         replyIndex: 0,
         envelopeDescriptor: enc.envelopeDescriptor,
         messageCiphertext: enc.messageCiphertext,
@@ -192,7 +216,8 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
       assert.equal(firstDispatch?.hash, Buffer.from(recorded.envelope_hash).toString('hex'));
     }
     if (recorded?.mode === 'copy') {
-      const pendingEl = before.elements.find((e) => !e.done && e.envelope_hash);
+      // Elements leave the table once acknowledged: the first one left is the first re-sent.
+      const pendingEl = before.elements.find((e) => e.envelope_hash);
       if (pendingEl) assert.equal(firstDispatch?.hash, Buffer.from(pendingEl.envelope_hash).toString('hex'));
       // No new copy stream was planned for the resumed message.
       assert.ok(!second.lines.some((l) => l.t === 'progress' && l.stage === 'pending-recorded' && l.seq === recorded.seq));
@@ -232,7 +257,7 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
   });
 
   it('send: killed with the write in flight (replies stalled)', async () => {
-    await sendScenario({ stage: 'pending-recorded', occurrence: 2, action: 'pause' }, true);
+    await sendScenario({ stage: 'pending-recorded', occurrence: 2, action: 'pause' }, { stallInFlight: true });
   });
 
   it('send: killed after the courier acknowledged, before the index advanced', async () => {
@@ -245,6 +270,89 @@ describe('channels: SIGKILL in the middle of a send or a receive', function () {
 
   it('send: killed after the copy command succeeded, before the index advanced', async () => {
     await sendScenario({ stage: 'write-acknowledged', occurrence: 3, action: 'freeze' });
+  });
+
+  // The copy of `longer` as recorded at the kill: its plan and the elements not known to be acknowledged.
+  const framedLonger = LARGE_HEADER_LENGTH + Buffer.byteLength(longer);
+  const copyOf = (before: Recorded) => {
+    const plan = before.pending[0];
+    assert.equal(plan?.mode, 'copy');
+    return { plan, elements: before.elements.map((e) => e.element as number) };
+  };
+
+  it('send: killed after a copy was planned, before its first window was built', async () => {
+    await sendScenario(
+      { stage: 'pending-recorded', occurrence: 1, match: { mode: 'copy' }, action: 'freeze' },
+      {
+        messages: withLonger,
+        check: (before) => {
+          const { plan, elements } = copyOf(before);
+          assert.equal(plan.copy_built, 0);
+          assert.deepEqual(elements, []);
+        },
+      },
+    );
+  });
+
+  it('send: killed while encrypting the second window of a copy stream (the first written, nothing of the second recorded)', async () => {
+    // The encrypt_writes after the first window's record are the second window's.
+    await sendScenario(
+      { call: 'encryptWrite', occurrence: 3, after: 'element-recorded', action: 'freeze' },
+      {
+        messages: withLonger,
+        check: (before) => {
+          const { plan, elements } = copyOf(before);
+          assert.ok(plan.copy_built > 0 && plan.copy_built < framedLonger, 'one window built');
+          // The first window, written but its acknowledgements not yet recorded (they go with the next window).
+          assert.deepEqual(elements, Array.from({ length: plan.copy_elements }, (_, i) => i));
+        },
+      },
+    );
+  });
+
+  /** The second window is recorded and the first one's acknowledgements with it. */
+  const secondWindowRecorded = (before: Recorded) => {
+    const { plan, elements } = copyOf(before);
+    assert.ok(plan.copy_built > 0 && plan.copy_built < framedLonger, 'two of three windows built');
+    assert.ok(elements[0] > 0, 'the first window acknowledged');
+    assert.equal(elements[elements.length - 1], plan.copy_elements - 1);
+    assert.ok(before.elements.every((e) => e.envelope_hash), 'every element recorded with its envelope');
+  };
+
+  it('send: killed after the second window of a copy stream was recorded, before any of it was written', async () => {
+    // The first window's acknowledgements are recorded with the second window, then its elements are reported recorded.
+    await sendScenario(
+      { stage: 'element-recorded', occurrence: 1, after: 'element-acked', action: 'freeze' },
+      { messages: withLonger, check: secondWindowRecorded },
+    );
+  });
+
+  it('send: killed in the middle of writing the second window of a copy stream', async () => {
+    await sendScenario(
+      { call: 'startResendingEncryptedMessage', occurrence: 3, after: 'element-acked', action: 'freeze' },
+      { messages: withLonger, check: secondWindowRecorded },
+    );
+  });
+
+  it('send: killed with an element of the second window in flight (replies stalled)', async () => {
+    await sendScenario(
+      { call: 'startResendingEncryptedMessage', occurrence: 2, after: 'element-acked', action: 'pause' },
+      { stallInFlight: true, messages: withLonger, check: secondWindowRecorded },
+    );
+  });
+
+  it('send: killed after the whole stream was written, at the copy command', async () => {
+    await sendScenario(
+      { stage: 'copy-dispatch', occurrence: 1, action: 'freeze' },
+      {
+        messages: withLonger,
+        check: (before) => {
+          const { plan, elements } = copyOf(before);
+          assert.equal(plan.copy_built, framedLonger);
+          assert.deepEqual(elements, [], 'every element acknowledged');
+        },
+      },
+    );
   });
 
   /** Writes the messages in-process, runs a reader child, kills it at `stopAt`, runs it again, and collects what it delivered. */

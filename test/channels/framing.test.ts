@@ -2,13 +2,16 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import {
   LARGE_HEADER_LENGTH,
+  LargeMessageAssembler,
   MAX_MESSAGE_LENGTH,
   assembleLarge,
   encodeLarge,
   encodeSingle,
+  largeHeader,
   maxSinglePayload,
   parseFirstBox,
 } from '../../src/channels/framing';
+import { blake2b256 } from '../../src/client/crypto';
 import { needsCopy } from '../../src/channels/framing';
 
 describe('channels: framing v1', () => {
@@ -48,6 +51,34 @@ describe('channels: framing v1', () => {
     const out = assembleLarge(head, boxes);
     assert.equal(out.ok, true);
     assert.ok(out.ok && out.payload.equals(payload));
+  });
+
+  it('frames a large message from its length and hash alone, and reassembles it box by box into one Buffer', () => {
+    const payload = randomBytes(5000);
+    const framed = encodeLarge(payload);
+    assert.ok(largeHeader(payload.length, blake2b256(payload)).equals(framed.subarray(0, LARGE_HEADER_LENGTH)));
+    const head = parseFirstBox(framed.subarray(0, 1545));
+    assert.equal(head.kind, 'large');
+    if (head.kind !== 'large') return;
+    const assembler = new LargeMessageAssembler(head);
+    assert.equal(assembler.missing, framed.length - 1545);
+    for (let o = 1545; o < framed.length; o += 1545) assert.equal(assembler.add(framed.subarray(o, o + 1545)), null);
+    assert.equal(assembler.missing, 0);
+    const out = assembler.finish();
+    assert.ok(out.ok && out.payload.equals(payload));
+    // Bytes past the announced length make it malformed.
+    const over = new LargeMessageAssembler(head);
+    assert.equal(over.add(framed.subarray(1545)), null);
+    assert.match(over.add(Buffer.from('x')) ?? '', /spans 5041 bytes, header says 5040/);
+    // So does a box short of it, or a wrong hash.
+    const short = new LargeMessageAssembler(head);
+    short.add(framed.subarray(1545, 3000));
+    assert.deepEqual(short.finish(), { ok: false, reason: 'large message spans 3000 bytes, header says 5040' });
+    const corrupt = new LargeMessageAssembler(head);
+    const tail = Buffer.from(framed.subarray(1545));
+    tail[100] ^= 1;
+    corrupt.add(tail);
+    assert.deepEqual(corrupt.finish(), { ok: false, reason: 'large message hash mismatch' });
   });
 
   it('rejects a reassembly with extra bytes or a corrupted payload', () => {

@@ -2,9 +2,10 @@
 // this process, or in a child process of its own), connected thin clients,
 // temp directories, and cleanup in reverse order.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import Database from 'better-sqlite3';
 import { ThinClient } from '../../src/client/client';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator';
 import { ChannelStore, type ChannelItem, type ChannelStoreOptions } from '../../src/channels';
@@ -130,4 +131,11 @@ export async function collect(store: ChannelStore, name: string, n: number, time
 
 export function texts(items: ChannelItem[]): string[] {
   return items.map((i) => (i.kind === 'message' ? i.payload.toString() : `<${i.kind}>`));
+}
+
+/** Creates the channel database file `path` as schema version 2 left it (fixtures/schema-v2.sql), open. */
+export function versionTwoDatabase(path: string): Database.Database {
+  const db = new Database(path);
+  db.exec(readFileSync(join(__dirname, 'fixtures', 'schema-v2.sql'), 'utf8'));
+  return db;
 }

@@ -1,5 +1,5 @@
 /**
- * An introduction's progress in the channel database (schema version 2):
+ * An introduction's progress in the channel database (since schema version 2):
  * saved and read back field for field as Buffers, replaced step by step,
  * added to a version-1 file by its migration, and a join resumed from the
  * file after the store was closed in the middle (against the emulator in
@@ -13,7 +13,9 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { ChannelStore, SCHEMA_VERSION, runIntroduction, startInvitation, startJoin, type IntroductionState } from '../../src/channels';
 import { ThinClient } from '../../src/client/client';
+import { blake2b256 } from '../../src/client/crypto';
 import { startEmulator, type Emulator } from '../../src/emulator';
+import { versionTwoDatabase } from './helpers';
 
 function fullState(): IntroductionState {
   return {
@@ -69,15 +71,17 @@ describe('channels: an introduction saved in the channel database', function () 
 
   it('a version-1 database gets the introductions table by migration, keeping its channels; a newer one is refused', async () => {
     const path = join(dir, 'old.db');
-    let store = new ChannelStore({ path });
-    store.importChannel('feed', randomBytes(136));
-    await store.close();
-    // Make it a file as version 1 left it.
-    let db = new Database(path);
+    // A file as version 1 left it: version 2 without the introductions table.
+    let db = versionTwoDatabase(path);
     db.exec('DROP TABLE introductions');
     db.pragma('user_version = 1');
+    const cap = randomBytes(136);
+    db.prepare(
+      `INSERT INTO channels (name, kind, read_cap, read_cap_hash, first_index, read_index, created_at)
+       VALUES ('feed', 'imported', ?, ?, ?, ?, ?)`,
+    ).run(cap, blake2b256(cap), cap.subarray(32), cap.subarray(32), Date.now());
     db.close();
-    store = new ChannelStore({ path });
+    let store = new ChannelStore({ path });
     try {
       assert.deepEqual(store.list().map((c) => c.name), ['feed']);
       store.saveIntroduction('alice', fullState());
@@ -87,10 +91,10 @@ describe('channels: an introduction saved in the channel database', function () 
     }
     db = new Database(path);
     assert.equal(db.pragma('user_version', { simple: true }), SCHEMA_VERSION);
-    assert.equal(SCHEMA_VERSION, 2);
+    assert.equal(SCHEMA_VERSION, 3);
     db.pragma(`user_version = ${SCHEMA_VERSION + 1}`);
     db.close();
-    assert.throws(() => new ChannelStore({ path }), /has schema version 3, newer than this library \(2\)/);
+    assert.throws(() => new ChannelStore({ path }), /has schema version 4, newer than this library \(3\)/);
   });
 
   describe('resuming from the file (emulator, current protocol)', () => {

@@ -5,12 +5,15 @@ import Database from 'better-sqlite3';
 import { statSync } from 'node:fs';
 import {
   ChannelStore,
+  LARGE_HEADER_LENGTH,
   type ChannelClient,
   type ChannelItem,
   type ChannelProgress,
   type SendResult,
 } from '../../src/channels';
+import { copyBoxLength } from '../../src/channels/framing';
 import { ThinClient } from '../../src/client/client';
+import { KatzenpostError } from '../../src/client/errors';
 import { Harness, TEST_TIMEOUT_MS, collect, texts } from './helpers';
 
 // The store codes against a structural subset of ThinClient; a real client must fit it.
@@ -69,6 +72,30 @@ describe('channels: store against the emulator', function () {
       db.close();
     }
     assert.equal(store.list().length, 0);
+  });
+
+  it('drops a payload from the reader log once it was delivered, unless told to retain payloads', async () => {
+    const client = await h.client();
+    const payload = randomBytes(70_000); // two chunks
+    for (const retainPayloads of [false, true]) {
+      const path = join(h.tempDir(), 'c.db');
+      const store = h.store(client, { retainPayloads }, path);
+      await store.createChannel('c');
+      await store.send('c', payload);
+      const [item] = await collect(store, 'c', 1);
+      assert.ok(item.kind === 'message' && item.payload.equals(payload));
+      await store.close();
+      const db = new Database(path, { readonly: true });
+      try {
+        const chunks = db.prepare('SELECT data FROM received_chunks ORDER BY chunk').all() as { data: Buffer }[];
+        if (retainPayloads) assert.ok(Buffer.concat(chunks.map((c) => c.data)).equals(payload), 'retained, in chunks');
+        else assert.equal(chunks.length, 0);
+        assert.equal((db.prepare('SELECT COUNT(*) AS n FROM outbound_chunks').get() as { n: number }).n, 0, 'the sent payload is gone');
+        assert.equal((db.prepare('SELECT COUNT(*) AS n FROM pending_copy_elements').get() as { n: number }).n, 0);
+      } finally {
+        db.close();
+      }
+    }
   });
 
   it('sends and receives in order across two clients with separate databases', async () => {
@@ -134,6 +161,86 @@ describe('channels: store against the emulator', function () {
     assert.equal(items[1].boxes, r2.boxes);
     assert.equal(items[1].index, r2.index);
     assert.deepEqual([texts(items)[0], texts(items)[2]], ['before', 'after']);
+  });
+
+  it('sends a payload of several copy windows window by window, into the boxes one copy call would fill', async () => {
+    const client = await h.client();
+    // Watch the copy-stream calls the store makes.
+    const builds: { length: number; isStart: boolean; isLast: boolean }[] = [];
+    const watched = new Proxy(client, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target);
+        if (prop !== 'createCourierEnvelopesFromPayload') return typeof value === 'function' ? value.bind(target) : value;
+        return (payload: Uint8Array, cap: Uint8Array, index: Uint8Array, isStart: boolean, isLast: boolean) => {
+          builds.push({ length: payload.length, isStart, isLast });
+          return target.createCourierEnvelopesFromPayload(payload, cap, index, isStart, isLast);
+        };
+      },
+    });
+    const writer = h.store(watched);
+    await writer.createChannel('long');
+    const payload = randomBytes(200_000);
+    const recorded: number[] = [];
+    writer.on('progress', (p) => {
+      if (p.stage === 'element-recorded') recorded.push(p.element);
+    });
+    const sent = await writer.send('long', payload);
+    const boxLength = copyBoxLength(client.pigeonholeGeometry().MaxPlaintextPayloadLength);
+    const framed = LARGE_HEADER_LENGTH + payload.length;
+    assert.equal(sent.boxes, Math.ceil(framed / boxLength), 'full boxes, as from one call');
+    assert.ok(builds.length >= 4, `${builds.length} windows`);
+    assert.deepEqual(
+      builds.map((b) => [b.isStart, b.isLast]),
+      builds.map((_, i) => [i === 0, i === builds.length - 1]),
+    );
+    assert.ok(builds.slice(0, -1).every((b) => b.length % boxLength === 0), 'every window but the last is a whole number of boxes');
+    assert.equal(builds.reduce((n, b) => n + b.length, 0), framed);
+    assert.deepEqual(recorded, Array.from({ length: recorded.length }, (_, i) => i), 'elements numbered on across windows');
+    const [item] = await collect(writer, 'long', 1);
+    assert.ok(item.kind === 'message' && item.payload.equals(payload));
+    assert.equal(item.boxes, sent.boxes);
+  });
+
+  it('encrypts a copy element anew when the daemon refuses its envelope, and the message arrives intact', async () => {
+    const client = await h.client();
+    let writes = 0;
+    let refused: string | null = null;
+    const encryptedAt: string[] = [];
+    const flaky = new Proxy(client, {
+      get(target, prop) {
+        const value = Reflect.get(target, prop, target);
+        if (prop === 'encryptWrite') {
+          return (plaintext: Uint8Array, cap: Uint8Array, index: Uint8Array) => {
+            encryptedAt.push(Buffer.from(index).toString('hex'));
+            return target.encryptWrite(plaintext, cap, index);
+          };
+        }
+        if (prop === 'startResendingEncryptedMessage') {
+          return (params: Parameters<ThinClient['startResendingEncryptedMessage']>[0], opts?: { signal?: AbortSignal }) => {
+            // The fifth write (all go to the temporary channel: one message, a copy), refused as a replica would a stale epoch.
+            if (params.writeCap && ++writes === 5) {
+              refused = Buffer.from(params.envelopeHash).toString('hex');
+              return Promise.reject(new KatzenpostError('REPLICA_EPOCH', 'envelope for a stale replica epoch', 13));
+            }
+            return target.startResendingEncryptedMessage(params, opts);
+          };
+        }
+        return typeof value === 'function' ? value.bind(target) : value;
+      },
+    });
+    const writer = h.store(flaky);
+    await writer.createChannel('refused');
+    const problems: string[] = [];
+    writer.on('problem', (p) => problems.push(p.error.message));
+    const payload = randomBytes(20_000);
+    const sent = await writer.send('refused', payload);
+    assert.ok(refused, 'an element was refused');
+    assert.deepEqual(problems, ['envelope for a stale replica epoch']);
+    const twice = encryptedAt.filter((at, i) => encryptedAt.indexOf(at) !== i);
+    assert.equal(twice.length, 1, 'the refused element, and only it, encrypted again for its temp box');
+    const [item] = await collect(writer, 'refused', 1);
+    assert.ok(item.kind === 'message' && item.payload.equals(payload));
+    assert.equal(item.boxes, sent.boxes);
   });
 
   it('sends a payload of exactly one box directly and one byte more through a copy', async () => {

@@ -2,12 +2,16 @@
  * The operation frame (defineOperationNode) with a node type defined by the
  * test: what setup() builds reaches every run() as ctx.state, per node
  * instance; its close hook runs; a setup that throws fails each message.
+ * Aborts: a handler that holds ctx.signal sees it fire and ends with the
+ * frame's reason; one that never asks for it has its message completed by
+ * the frame at once, and whatever it returns later is dropped (as for
+ * katzenpost-encrypt-write, which calls the client without a signal).
  */
 import * as assert from 'node:assert/strict';
 import * as path from 'node:path';
 import type { Emulator } from '../../src/emulator';
 import type { NodeAPI, NodeDef, OperationNodeDefinition } from '../../src/nodes/shared';
-import { DIST_NODES, expectPort, helper, loadFlow, newEmulator, opFlow, ourNodes } from './support';
+import { DIST_NODES, delay, expectPort, expectSilence, getNode, helper, loadFlow, newEmulator, opFlow, ourNodes } from './support';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const shared = require(path.join(DIST_NODES, 'shared.js')) as {
@@ -69,6 +73,62 @@ describe('node pack: the operation frame', function () {
     assert.equal(a.builtFor, 'op');
     await helper.unload();
     assert.deepEqual(closed, ['op']);
+  });
+
+  /** A handler that takes `ms` to answer, with or without asking for the signal. */
+  const slow = (RED: NodeAPI): void =>
+    shared.defineOperationNode<NodeDef, undefined>(RED, {
+      type: 'test-slow',
+      async run(ctx) {
+        const ms = Number(ctx.msg.ms);
+        if (ctx.msg.useSignal) {
+          const signal = ctx.signal;
+          await new Promise<void>((resolve, reject) => {
+            const timer = setTimeout(resolve, ms);
+            signal.addEventListener('abort', () => {
+              clearTimeout(timer);
+              ctx.msg.sawAbort = true;
+              reject(new Error('aborted (the handler speaking)'));
+            });
+          });
+        } else {
+          await delay(ms);
+        }
+        ctx.msg.answered = true;
+        return ctx.msg;
+      },
+    });
+
+  it('a timeout completes the message at once when the handler never asked for the signal; its late result is dropped', async () => {
+    await loadFlow([...ourNodes(), slow], opFlow(emu, 'test-slow'));
+    const started = Date.now();
+    const m = await expectPort('catch', { ms: 1500, timeout: 200 }, { outputs: 1 });
+    assert.ok(Date.now() - started < 1200, `completed after ${Date.now() - started} ms`);
+    assert.equal(m.error.code, 'TIMEOUT');
+    assert.match(m.error.message, /^test-slow: timed out after 200 ms \(msg\.timeout\)$/);
+    await expectSilence('out1', 1600);
+    // The node goes on.
+    const ok = await expectPort(1, { ms: 10 }, { outputs: 1 });
+    assert.equal(ok.answered, true);
+  });
+
+  it("a timeout fires the signal of a handler that holds it, and the message ends with the frame's reason", async () => {
+    await loadFlow([...ourNodes(), slow], opFlow(emu, 'test-slow'));
+    const m = await expectPort('catch', { ms: 1500, timeout: 200, useSignal: true }, { outputs: 1 });
+    assert.equal(m.sawAbort, true);
+    assert.match(m.error.message, /^test-slow: timed out after 200 ms \(msg\.timeout\)$/);
+  });
+
+  it('closing the node completes a running message without an error, signal or not', async () => {
+    await loadFlow([...ourNodes(), slow], opFlow(emu, 'test-slow'));
+    const caught = expectSilence('caught', 500);
+    getNode('op').receive({ ms: 5000 });
+    getNode('op').receive({ ms: 5000, useSignal: true });
+    await delay(100);
+    const started = Date.now();
+    await helper.unload();
+    assert.ok(Date.now() - started < 2000, `close took ${Date.now() - started} ms`);
+    await caught;
   });
 
   it('a setup that throws fails every message with its error', async () => {

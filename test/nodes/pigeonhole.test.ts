@@ -13,6 +13,7 @@ import {
   delay,
   directClient,
   expectPort,
+  expectSilence,
   getNode,
   helper,
   loadFlow,
@@ -20,6 +21,7 @@ import {
   nextInput,
   opFlow,
   ourNodes,
+  quietConnected,
   readBox,
   roundTrip,
   watchStatus,
@@ -217,6 +219,21 @@ describe('node pack: Pigeonhole nodes', function () {
       assert.doesNotMatch(m.error.message, /abcdef0123/);
     });
 
+    it('encrypt-write times out on a silent daemon (msg.timeout), drops the late reply, and goes on with its credential', async () => {
+      const ch = await channel();
+      await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-encrypt-write'), { op: { writeCap: ch.writeCap.toString('hex') } });
+      const first = await expectPort(1, { payload: 'one', messageBoxIndex: ch.first });
+      emu.stallReplies(1000);
+      const started = Date.now();
+      const m = await expectPort('catch', { payload: 'two', messageBoxIndex: first.nextMessageBoxIndex, timeout: 300 });
+      assert.ok(Date.now() - started < 900, `timed out after ${Date.now() - started} ms`);
+      assert.equal(m.error.code, 'TIMEOUT');
+      assert.match(m.error.message, /^katzenpost-encrypt-write: timed out after 300 ms \(msg\.timeout\)$/);
+      await expectSilence('out1', 1200);
+      const third = await expectPort(1, { payload: 'three', messageBoxIndex: first.nextMessageBoxIndex });
+      assert.deepEqual(third.nextMessageBoxIndex, await direct.nextMessageBoxIndex(first.nextMessageBoxIndex));
+    });
+
     it('encrypt-read outputs a read envelope for the same index', async () => {
       const ch = await channel();
       await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-encrypt-read'));
@@ -330,6 +347,7 @@ describe('node pack: Pigeonhole nodes', function () {
     it('a waiting read shows "working", msg.cancel ends it at Catch, and the status returns', async () => {
       const ch = await channel();
       await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-resend', { variant: 'default' }, 2));
+      await quietConnected('op');
       const status = watchStatus('op');
       const answer = roundTrip({ envelope: await readEnvelope(ch.readCap, ch.first), readCap: ch.readCap, messageBoxIndex: ch.first });
       await status.waitFor((s) => s.fill === 'blue' && TEXT.working.test(s.text ?? ''));
@@ -475,6 +493,7 @@ describe('node pack: Pigeonhole nodes', function () {
       const ch = await channel();
       const payload = randomBytes(4000);
       await loadFlow(ourNodes(), opFlow(emu, 'katzenpost-copy', { gate: true }, 2));
+      await quietConnected('op');
       const status = watchStatus('op');
       const m = await expectPort(1, { payload, writeCap: ch.writeCap, messageBoxIndex: ch.first }, { timeoutMs: 20_000 });
       assert.equal(m.boxesWritten, 3);

@@ -1,6 +1,7 @@
 /**
  * The shared runtime's input rules, without Node-RED: Buffer coercion,
- * credential text, timeouts, status texts.
+ * credential text, timeouts, status texts, status coalescing, the deadline
+ * sweep.
  */
 import * as assert from 'node:assert/strict';
 import {
@@ -17,6 +18,18 @@ import { InvalidArgumentError } from '../../src/client/errors';
 import type { ThinClient } from '../../src/client/client';
 import { cancelKeyOf } from '../../src/nodes/lib/operation';
 import { resendWrite } from '../../src/nodes/lib/pigeonhole';
+import { StatusController, STATUS_MIN_INTERVAL_MS } from '../../src/nodes/lib/status';
+import { DeadlineSweep } from '../../src/nodes/lib/deadlines';
+import type { Node, NodeStatus } from '../../src/nodes/types';
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** A StatusController on a stand-in node that records what node.status() was given. */
+function recordedStatus(): { status: StatusController; shown: NodeStatus[] } {
+  const shown: NodeStatus[] = [];
+  const node = { status: (s: NodeStatus) => void shown.push(s) } as unknown as Node;
+  return { status: new StatusController(node), shown };
+}
 
 describe('node pack: shared input rules', () => {
   describe('toBuffer', () => {
@@ -176,5 +189,96 @@ describe('node pack: shared input rules', () => {
         { signal },
       ],
     ]);
+  });
+
+  describe('StatusController (coalesced status)', () => {
+    const working = { fill: 'blue', shape: 'dot', text: STATUS_TEXT.working };
+    const connected = statusForConnection('connected');
+
+    it('shows a change at once after a quiet interval, and never the same status twice in a row', async () => {
+      const { status, shown } = recordedStatus();
+      status.setConnection('connected');
+      assert.deepEqual(shown, [connected]);
+      status.setConnection('connected');
+      await sleep(STATUS_MIN_INTERVAL_MS + 50);
+      assert.deepEqual(shown, [connected], 'an unchanged status was sent again');
+      const end = status.begin();
+      assert.deepEqual(shown, [connected, working], '"working" after a quiet interval is shown as the operation starts');
+      end();
+      await sleep(STATUS_MIN_INTERVAL_MS + 50);
+      assert.deepEqual(shown, [connected, working, connected]);
+      status.close();
+    });
+
+    it('a burst of fast operations costs at most one update per interval and ends on the final state', async () => {
+      const { status, shown } = recordedStatus();
+      status.setConnection('connected');
+      const started = Date.now();
+      for (let i = 0; i < 1000; i++) status.begin()();
+      const elapsed = Date.now() - started;
+      // The first "working" at once; the rest waits for the interval, which shows the state as it then is.
+      assert.ok(shown.length <= 2 + Math.floor(elapsed / STATUS_MIN_INTERVAL_MS), `${shown.length} updates for 1000 operations`);
+      await sleep(STATUS_MIN_INTERVAL_MS + 50);
+      assert.deepEqual(shown.at(-1), connected);
+      status.close();
+    });
+
+    it('an error within the interval is shown at its end, as a red ring with the code', async () => {
+      const { status, shown } = recordedStatus();
+      status.setConnection('connected');
+      status.begin()(new InvalidArgumentError('msg.payload', 'a Buffer', 'a number'));
+      await sleep(STATUS_MIN_INTERVAL_MS + 50);
+      assert.deepEqual(shown.at(-1), { fill: 'red', shape: 'ring', text: 'invalid argument' });
+      // The next operation clears it; a daemon problem outranks everything.
+      status.begin()();
+      status.setConnection('disconnected', 'ECONNREFUSED 127.0.0.1:1');
+      await sleep(STATUS_MIN_INTERVAL_MS + 50);
+      assert.deepEqual(shown.at(-1), { fill: 'red', shape: 'ring', text: 'ECONNREFUSED 127.0.0.1:1' });
+      status.close();
+    });
+
+    it('shows nothing more once closed (a deferred update included)', async () => {
+      const { status, shown } = recordedStatus();
+      status.setConnection('connected');
+      status.begin(); // within the interval: deferred
+      status.close();
+      await sleep(STATUS_MIN_INTERVAL_MS + 50);
+      assert.deepEqual(shown, [connected]);
+    });
+  });
+
+  describe('DeadlineSweep', () => {
+    it('fires each deadline once, in time order, and never a cancelled one', async () => {
+      const sweep = new DeadlineSweep();
+      const fired: string[] = [];
+      sweep.add(120, () => fired.push('late'));
+      const cancelled = sweep.add(30, () => fired.push('cancelled'));
+      sweep.add(60, () => fired.push('early')); // later than the armed timer: no re-arm needed
+      sweep.add(10, () => fired.push('earliest')); // earlier: re-arms
+      sweep.cancel(cancelled);
+      await sleep(40);
+      assert.deepEqual(fired, ['earliest']);
+      await sleep(150);
+      assert.deepEqual(fired, ['earliest', 'early', 'late']);
+    });
+
+    it('clear() drops every deadline', async () => {
+      const sweep = new DeadlineSweep();
+      let fired = 0;
+      sweep.add(10, () => fired++);
+      sweep.add(20, () => fired++);
+      sweep.clear();
+      await sleep(50);
+      assert.equal(fired, 0);
+    });
+
+    it('a deadline beyond the longest timer delay waits instead of firing at once', async () => {
+      const sweep = new DeadlineSweep();
+      let fired = false;
+      sweep.add(2 ** 32, () => (fired = true));
+      await sleep(20);
+      assert.equal(fired, false);
+      sweep.clear();
+    });
   });
 });

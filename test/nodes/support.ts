@@ -9,6 +9,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { ThinClient } from '../../src/client/client';
 import { startEmulator, type Emulator, type EmulatorOptions } from '../../src/emulator';
+import { STATUS_MIN_INTERVAL_MS } from '../../src/nodes/lib/status';
 
 // The helper ships no types.
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -210,7 +211,7 @@ export function watchStatus(id: string): {
           return found !== undefined;
         },
         timeoutMs,
-        `a matching status on ${id} (saw ${JSON.stringify(statusHistory(id).slice(-4))})`,
+        () => `a matching status on ${id} (saw ${JSON.stringify(statusHistory(id).slice(-4))})`,
       );
       return found!;
     },
@@ -229,6 +230,17 @@ export const TEXT = {
 };
 
 export const isConnected = (s: StatusArg): boolean => s.fill === 'green' && s.shape === 'dot' && s.text === TEXT.connected;
+
+/**
+ * Waits until node `id` shows "connected" and then for the status interval:
+ * a status change closer than STATUS_MIN_INTERVAL_MS to the previous one is
+ * shown at the end of the interval (coalesced), a later one at once, so the
+ * next operation's "working" is then shown as it starts.
+ */
+export async function quietConnected(id: string): Promise<void> {
+  await watchStatus(id).waitFor(isConnected);
+  await delay(STATUS_MIN_INTERVAL_MS);
+}
 
 export type Outcome = { port: number | 'catch'; msg: Record<string, any> };
 
@@ -340,13 +352,13 @@ export function loadFlow(modules: unknown[], flow: Record<string, unknown>[], cr
   return helper.load(modules, placed, credentials);
 }
 
-/** Polls `pred` every 10 ms until it holds (or fails after timeoutMs). */
-export function until(pred: () => boolean, timeoutMs: number, what: string): Promise<void> {
+/** Polls `pred` every 10 ms until it holds (or fails after timeoutMs, saying what it waited for: `what`, or what it returns then). */
+export function until(pred: () => boolean, timeoutMs: number, what: string | (() => string)): Promise<void> {
   const start = Date.now();
   return new Promise((resolve, reject) => {
     const tick = (): void => {
       if (pred()) resolve();
-      else if (Date.now() - start > timeoutMs) reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what}`));
+      else if (Date.now() - start > timeoutMs) reject(new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'function' ? what() : what}`));
       else setTimeout(tick, 10);
     };
     tick();

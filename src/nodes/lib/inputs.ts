@@ -43,7 +43,10 @@ export function describeValue(v: unknown): string {
   return `a ${typeof v}`;
 }
 
-function expectedText(spec: BufferSpec): string {
+/** What a value must be, in the limits of `spec` (its name aside). */
+export type BufferLimits = Omit<BufferSpec, 'name'>;
+
+function expectedText(spec: BufferLimits): string {
   let what: string;
   if (spec.size !== undefined) what = `a Buffer of ${spec.size} bytes`;
   else if (spec.nonEmpty) what = 'a non-empty Buffer';
@@ -67,14 +70,14 @@ function isJsonBuffer(v: unknown): v is { type: 'Buffer'; data: unknown[] } {
 const HEX_RE = /^(?:[0-9a-fA-F]{2})*$/;
 const BASE64_RE = /^[A-Za-z0-9+/_-]*={0,2}$/;
 
-function decodeString(s: string, enc: StringEncoding, spec: BufferSpec): Buffer {
+function decodeString(s: string, enc: StringEncoding, name: string, spec: BufferLimits): Buffer {
   if (enc === 'utf8') return Buffer.from(s, 'utf8');
   const t = s.replace(/\s+/g, '');
   if (enc === 'hex') {
-    if (!HEX_RE.test(t)) throw new InvalidArgumentError(spec.name, expectedText(spec), 'a string that is not hex');
+    if (!HEX_RE.test(t)) throw new InvalidArgumentError(name, expectedText(spec), 'a string that is not hex');
     return Buffer.from(t, 'hex');
   }
-  if (!BASE64_RE.test(t)) throw new InvalidArgumentError(spec.name, expectedText(spec), 'a string that is not base64');
+  if (!BASE64_RE.test(t)) throw new InvalidArgumentError(name, expectedText(spec), 'a string that is not base64');
   return Buffer.from(t, t.includes('-') || t.includes('_') ? 'base64url' : 'base64');
 }
 
@@ -84,6 +87,15 @@ function decodeString(s: string, enc: StringEncoding, spec: BufferSpec): Buffer 
  * how to read them. Never mutates or copies a Buffer it is given.
  */
 export function toBuffer(value: unknown, spec: BufferSpec): Buffer {
+  return readBuffer(value, spec.name, spec);
+}
+
+/**
+ * toBuffer with the name apart from the limits, for the per-message path
+ * (ctx.buffer): no spec object is copied to add the name (an object spread
+ * there costs more than the conversion itself).
+ */
+export function readBuffer(value: unknown, name: string, spec: BufferLimits): Buffer {
   let buf: Buffer;
   if (Buffer.isBuffer(value)) buf = value;
   else if (value instanceof Uint8Array) buf = Buffer.from(value.buffer, value.byteOffset, value.byteLength);
@@ -92,24 +104,24 @@ export function toBuffer(value: unknown, spec: BufferSpec): Buffer {
     const data = value.data;
     for (const b of data) {
       if (typeof b !== 'number' || !Number.isInteger(b) || b < 0 || b > 255) {
-        throw new InvalidArgumentError(spec.name, expectedText(spec), 'a {type:"Buffer"} object whose data is not bytes');
+        throw new InvalidArgumentError(name, expectedText(spec), 'a {type:"Buffer"} object whose data is not bytes');
       }
     }
     buf = Buffer.from(data as number[]);
   } else if (typeof value === 'string' && spec.strings) {
-    buf = decodeString(value, spec.strings, spec);
+    buf = decodeString(value, spec.strings, name, spec);
   } else {
-    throw new InvalidArgumentError(spec.name, expectedText(spec), describeValue(value));
+    throw new InvalidArgumentError(name, expectedText(spec), describeValue(value));
   }
   if (spec.size !== undefined && buf.length !== spec.size) {
-    throw new InvalidArgumentError(spec.name, expectedText(spec), `${buf.length} bytes`);
+    throw new InvalidArgumentError(name, expectedText(spec), `${buf.length} bytes`);
   }
   if (spec.nonEmpty && buf.length === 0) {
-    throw new InvalidArgumentError(spec.name, expectedText(spec), 'an empty value');
+    throw new InvalidArgumentError(name, expectedText(spec), 'an empty value');
   }
   if (spec.max !== undefined && buf.length > spec.max) {
     throw new InvalidArgumentError(
-      spec.name,
+      name,
       `at most ${spec.max} bytes${spec.maxReason ? ` (${spec.maxReason})` : ''}`,
       `${buf.length} bytes`,
     );

@@ -4,12 +4,16 @@
  *
  * It provides, for every input message:
  *  - the client (waiting for the first connection within the timeout);
- *  - an AbortSignal that fires on timeout (msg.timeout ms, else the node's
- *    `timeout` field in seconds, else the node type's default), on a
- *    `msg.cancel` message (long operations), and on node close; the client
- *    turns an abort of an ARQ call into the daemon-side cancel;
+ *  - an abort on timeout (msg.timeout ms, else the node's `timeout` field in
+ *    seconds, else the node type's default), on a `msg.cancel` message (long
+ *    operations), and on node close. A handler that asks for the AbortSignal
+ *    gets it fired and passes it to its client calls (the client turns an
+ *    abort of an ARQ call into the daemon-side cancel); a handler that never
+ *    asks has its message completed by the frame at once (a fast local
+ *    request then needs no signal, which is costly to create per message);
  *  - status: blue "working" while running, a red ring with the error code
- *    after a failure, the daemon connection state otherwise;
+ *    after a failure, the daemon connection state otherwise (coalesced, see
+ *    StatusController);
  *  - input helpers (msg property or credential -> Buffer, TypedInput
  *    settings) whose errors name the property;
  *  - what the definition's setup() built for the node instance, typed, as
@@ -21,15 +25,16 @@
 import type { ThinClient } from '../../client/client';
 import { OperationCancelledError, ThinClientTimeoutError } from '../../client/errors';
 import type { CredentialDef, InputDone, InputSend, Node, NodeAPI, NodeDef, NodeMessage, SendArgument } from '../types';
-import { abortReason } from '../../util/deadline';
 import { formatMs, type DaemonEvent } from './daemon-connection';
+import { DeadlineSweep, type Deadline } from './deadlines';
 import {
   credentialName,
   decodeKeyText,
+  readBuffer,
   resolveSetting,
   resolveTimeoutMs,
   toBuffer,
-  type BufferSpec,
+  type BufferLimits,
 } from './inputs';
 import type { OperationStatus, StatusController } from './status';
 import { defaultTimeoutMs as tableTimeoutMs } from './timeouts';
@@ -62,7 +67,11 @@ export interface OperationContext<C extends NodeDef = NodeDef, S = undefined> {
   /** The input message. Handlers may modify and return it (Node-RED hands each node its own copy). */
   readonly msg: NodeMessage;
   readonly client: ThinClient;
-  /** Fires on timeout, msg.cancel, cancel() or node close; pass it to every client call. */
+  /**
+   * Fires on timeout, msg.cancel or node close; pass it to every client call
+   * that should stop then. Created on first use: a handler that never reads
+   * it is not waited for on abort (the frame completes the message at once).
+   */
   readonly signal: AbortSignal;
   /** The resolved timeout of this message, if any (ms). */
   readonly timeoutMs: number | undefined;
@@ -70,9 +79,9 @@ export interface OperationContext<C extends NodeDef = NodeDef, S = undefined> {
   /** `{ signal }`, the options object every client call accepts. */
   callOptions(): { signal: AbortSignal };
   /** Reads msg[prop] as a Buffer (error names "msg.<prop>"). */
-  buffer(prop: string, spec?: Omit<BufferSpec, 'name'>): Buffer;
+  buffer(prop: string, spec?: BufferLimits): Buffer;
   /** Like buffer(), but missing (undefined/null) gives null. */
-  optionalBuffer(prop: string, spec?: Omit<BufferSpec, 'name'>): Buffer | null;
+  optionalBuffer(prop: string, spec?: BufferLimits): Buffer | null;
   /**
    * A cap or other key: the node's credential field `field` when filled in
    * (hex or base64 text), else msg[msgProp]. Returns null when neither is set
@@ -126,8 +135,33 @@ export interface OperationNodeDefinition<C extends NodeDef = NodeDef, S = undefi
 }
 
 interface InFlight {
-  controller: AbortController;
-  keys: Set<string>;
+  /** Created on first use (waiting for the first connection, or the handler asking for ctx.signal). */
+  controller: AbortController | null;
+  /** The handler asked for the signal: an abort is then its to handle. */
+  handlerHoldsSignal: boolean;
+  /** Why the operation was aborted (timeout, msg.cancel, close); null while it may run on. */
+  reason: Error | null;
+  /** Keys a msg.cancel can name (addCancelKey); null: none. */
+  keys: Set<string> | null;
+  /** Completes the message (once). */
+  finish(err?: unknown): void;
+}
+
+/** Aborts one operation: through its signal, and when the handler does not hold that, by completing its message now. */
+function abortOperation(op: InFlight, reason: Error): void {
+  if (op.reason) return;
+  op.reason = reason;
+  op.controller?.abort(reason);
+  if (!op.handlerHoldsSignal) op.finish(reason);
+}
+
+/** The operation's AbortSignal, created on first use (already aborted if the operation was). */
+function signalOf(op: InFlight): AbortSignal {
+  if (!op.controller) {
+    op.controller = new AbortController();
+    if (op.reason) op.controller.abort(op.reason);
+  }
+  return op.controller.signal;
 }
 
 /** Registers a Node-RED node type built on the operation frame. */
@@ -137,6 +171,21 @@ export function defineOperationNode<C extends NodeDef, S = undefined>(RED: NodeA
     const node = this;
     const cfg = config as C;
     const inFlight = new Set<InFlight>();
+    const deadlines = new DeadlineSweep();
+    /** Credential keys decoded once per node (a redeploy makes a new node), by field and size. */
+    const credentialKeys = new Map<string, Buffer>();
+    const credentialKey = (field: string, size: number): Buffer | null => {
+      const text = credentialText(node, field);
+      if (text === undefined) return null;
+      const id = `${field}/${size}`;
+      let key = credentialKeys.get(id);
+      if (!key) {
+        key = decodeKeyText(text, credentialName(node.type, field), size);
+        credentialKeys.set(id, key);
+      }
+      // A copy: the cached key must stay intact whatever a handler does with its Buffer.
+      return Buffer.from(key);
+    };
     let closing = false;
     let hooks: NodeHooks = {};
     let state = undefined as S;
@@ -161,8 +210,8 @@ export function defineOperationNode<C extends NodeDef, S = undefined>(RED: NodeA
       const wanted = cancelKeyOf(msg);
       let n = 0;
       for (const op of inFlight) {
-        if (wanted && !op.keys.has(wanted)) continue;
-        op.controller.abort(new OperationCancelledError(`${def.type}: cancelled by msg.cancel`));
+        if (wanted && !op.keys?.has(wanted)) continue;
+        abortOperation(op, new OperationCancelledError(`${def.type}: cancelled by msg.cancel`));
         n++;
       }
       return n;
@@ -191,25 +240,30 @@ export function defineOperationNode<C extends NodeDef, S = undefined>(RED: NodeA
     });
 
     async function runOne(msg: NodeMessage, send: InputSend, done: InputDone): Promise<void> {
-      const op: InFlight = { controller: new AbortController(), keys: new Set() };
-      inFlight.add(op);
       const end = node.daemonUser.status.begin();
-      let timer: NodeJS.Timeout | undefined;
+      let deadline: Deadline | undefined;
       let finished = false;
-      const finish = (err?: unknown): void => {
-        if (finished) return;
-        finished = true;
-        if (timer) clearTimeout(timer);
-        inFlight.delete(op);
-        end(closing ? undefined : err);
-        if (closing) {
-          // The flow is stopping: complete the message without raising errors nobody can catch.
-          done();
-          return;
-        }
-        if (err === undefined) done();
-        else done(asError(err));
+      const op: InFlight = {
+        controller: null,
+        handlerHoldsSignal: false,
+        reason: null,
+        keys: null,
+        finish: (err?: unknown): void => {
+          if (finished) return;
+          finished = true;
+          if (deadline) deadlines.cancel(deadline);
+          inFlight.delete(op);
+          end(closing ? undefined : err);
+          if (closing) {
+            // The flow is stopping: complete the message without raising errors nobody can catch.
+            done();
+            return;
+          }
+          if (err === undefined) done();
+          else done(asError(err));
+        },
       };
+      inFlight.add(op);
       try {
         const defaultMs =
           typeof def.defaultTimeoutMs === 'function'
@@ -218,44 +272,31 @@ export function defineOperationNode<C extends NodeDef, S = undefined>(RED: NodeA
         const timeoutMs = resolveTimeoutMs(msg, cfg.timeout, defaultMs, `${def.type} timeout`);
         if (timeoutMs !== undefined) {
           const source = msg.timeout !== undefined && msg.timeout !== null && msg.timeout !== '' ? 'msg.timeout' : 'node timeout';
-          timer = setTimeout(() => {
-            const connection = node.daemonUser.connection;
-            if (connection && !connection.currentClient()) {
-              // Still waiting for a first connection: say why, rather than just "timed out".
-              op.controller.abort(connection.unreachableError(timeoutMs));
-              return;
-            }
-            const state = connection?.getState();
-            const socketError = connection?.socketError();
-            const why =
-              state === 'disconnected' || state === 'connecting'
-                ? ` while the daemon at ${connection?.address} was unreachable${socketError ? ` (${socketError.message})` : ''}`
-                : '';
-            op.controller.abort(new ThinClientTimeoutError(`${def.type}: timed out after ${formatMs(timeoutMs)} (${source})${why}`));
-          }, timeoutMs);
+          deadline = deadlines.add(timeoutMs, () => abortOperation(op, timeoutError(node, def.type, timeoutMs, source)));
         }
         if (setupError) throw setupError;
-        const signal = op.controller.signal;
-        const client = await node.daemonUser.acquire({ timeoutMs, signal });
-        if (signal.aborted) throw cancelReason(signal);
-        const ctx = makeContext(RED, node, cfg, state, msg, client, signal, timeoutMs, op, send, end);
+        // Connected: the client at once; else wait for the first connection (abortable by the deadline).
+        const client = node.daemonUser.connection?.currentClient() ?? (await node.daemonUser.acquire({ timeoutMs, signal: signalOf(op) }));
+        if (op.reason) throw op.reason;
+        const ctx = new MessageContext<C, S>(RED, node, cfg, state, msg, client, timeoutMs, op, send, end, credentialKey);
         let result: SendArgument | void;
         try {
           result = await def.run(ctx);
         } catch (e) {
           // Prefer our own reason (timeout with its source, msg.cancel, close) to the client's generic cancel error.
-          throw signal.aborted ? cancelReason(signal) : e;
+          throw op.reason ?? e;
         }
-        if (result !== undefined && result !== null && !closing) send(result);
-        finish();
+        if (result !== undefined && result !== null && !closing && !finished) send(result);
+        op.finish();
       } catch (e) {
-        finish(e);
+        op.finish(e);
       }
     }
 
     node.on('close', (_removed: boolean, done: () => void) => {
       closing = true;
-      for (const op of inFlight) op.controller.abort(new OperationCancelledError(`${def.type}: node closed`));
+      deadlines.clear();
+      for (const op of [...inFlight]) abortOperation(op, new OperationCancelledError(`${def.type}: node closed`));
       const finish = async (): Promise<void> => {
         try {
           await hooks.onClose?.();
@@ -275,55 +316,65 @@ export function defineOperationNode<C extends NodeDef, S = undefined>(RED: NodeA
   });
 }
 
-function makeContext<C extends NodeDef, S>(
-  RED: NodeAPI,
-  node: OperationNode,
-  config: C,
-  state: S,
-  msg: NodeMessage,
-  client: ThinClient,
-  signal: AbortSignal,
-  timeoutMs: number | undefined,
-  op: InFlight,
-  send: InputSend,
-  opStatus: OperationStatus,
-): OperationContext<C, S> {
-  const credentialText = (field: string): string | undefined => {
-    const v = node.credentials?.[field];
-    return typeof v === 'string' && v.trim() !== '' ? v : undefined;
+/**
+ * The context of one message. A class rather than an object literal: a
+ * literal with a getter (the lazy `signal`) is built slowly, property by
+ * property, and this runs for every message. Its methods are arrow functions
+ * so that handlers may destructure them.
+ */
+class MessageContext<C extends NodeDef, S> implements OperationContext<C, S> {
+  readonly status: StatusController;
+
+  constructor(
+    readonly RED: NodeAPI,
+    readonly node: OperationNode,
+    readonly config: C,
+    readonly state: S,
+    readonly msg: NodeMessage,
+    readonly client: ThinClient,
+    readonly timeoutMs: number | undefined,
+    private readonly op: InFlight,
+    private readonly sendNow: InputSend,
+    private readonly opStatus: OperationStatus,
+    private readonly credentialKey: (field: string, size: number) => Buffer | null,
+  ) {
+    this.status = node.daemonUser.status;
+  }
+
+  get signal(): AbortSignal {
+    this.op.handlerHoldsSignal = true;
+    return signalOf(this.op);
+  }
+
+  callOptions = (): { signal: AbortSignal } => ({ signal: this.signal });
+
+  buffer = (prop: string, spec: BufferLimits = {}): Buffer => readBuffer(this.msg[prop], `msg.${prop}`, spec);
+
+  optionalBuffer = (prop: string, spec: BufferLimits = {}): Buffer | null => {
+    const v = this.msg[prop];
+    return v === undefined || v === null ? null : readBuffer(v, `msg.${prop}`, spec);
   };
-  return {
-    RED,
-    node,
-    config,
-    state,
-    msg,
-    client,
-    signal,
-    timeoutMs,
-    status: node.daemonUser.status,
-    callOptions: () => ({ signal }),
-    buffer: (prop, spec = {}) => toBuffer(msg[prop], { ...spec, name: `msg.${prop}` }),
-    optionalBuffer: (prop, spec = {}) => {
-      const v = msg[prop];
-      return v === undefined || v === null ? null : toBuffer(v, { ...spec, name: `msg.${prop}` });
-    },
-    key: (field, msgProp, size, required = true) => {
-      const text = credentialText(field);
-      if (text !== undefined) return decodeKeyText(text, credentialName(node.type, field), size);
-      const v = msg[msgProp];
-      if ((v === undefined || v === null) && !required) return null;
-      return toBuffer(v, { name: `msg.${msgProp}`, size });
-    },
-    hasCredential: (field) => credentialText(field) !== undefined,
-    setting: (field, msgProp, label) =>
-      resolveSetting(RED, node, msg, { value: config[field], type: config[`${field}Type`], label }, msgProp),
-    addCancelKey: (key) => {
-      op.keys.add(Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex'));
-    },
-    send: (out) => send(out),
-    progress: (text) => opStatus.progress(text),
+
+  key = (field: string, msgProp: string, size: number, required = true): Buffer | null => {
+    const fromCredential = this.credentialKey(field, size);
+    if (fromCredential) return fromCredential;
+    const v = this.msg[msgProp];
+    if ((v === undefined || v === null) && !required) return null;
+    return readBuffer(v, `msg.${msgProp}`, { size });
   };
+
+  hasCredential = (field: string): boolean => credentialText(this.node, field) !== undefined;
+
+  setting = (field: string, msgProp: string, label: string): Promise<{ value: unknown; name: string }> =>
+    resolveSetting(this.RED, this.node, this.msg, { value: this.config[field], type: this.config[`${field}Type`], label }, msgProp);
+
+  addCancelKey = (key: Uint8Array): void => {
+    (this.op.keys ??= new Set()).add(Buffer.from(key.buffer, key.byteOffset, key.byteLength).toString('hex'));
+  };
+
+  send = (out: SendArgument): void => this.sendNow(out);
+
+  progress = (text: string | null): void => this.opStatus.progress(text);
 }
 
 /**
@@ -346,9 +397,24 @@ export function cancelKeyOf(msg: NodeMessage): string | null {
   return null;
 }
 
-/** The reason an operation's signal carries (always an Error here), else OperationCancelledError. */
-function cancelReason(signal: AbortSignal): Error {
-  return abortReason(signal, () => new OperationCancelledError());
+/** The error of an operation whose deadline passed, saying why when it is the daemon's fault. */
+function timeoutError(node: OperationNode, type: string, timeoutMs: number, source: string): Error {
+  const connection = node.daemonUser.connection;
+  // Still waiting for a first connection: say why, rather than just "timed out".
+  if (connection && !connection.currentClient()) return connection.unreachableError(timeoutMs);
+  const state = connection?.getState();
+  const socketError = connection?.socketError();
+  const why =
+    state === 'disconnected' || state === 'connecting'
+      ? ` while the daemon at ${connection?.address} was unreachable${socketError ? ` (${socketError.message})` : ''}`
+      : '';
+  return new ThinClientTimeoutError(`${type}: timed out after ${formatMs(timeoutMs)} (${source})${why}`);
+}
+
+/** A credential field's text, when filled in. */
+function credentialText(node: Node, field: string): string | undefined {
+  const v = node.credentials?.[field];
+  return typeof v === 'string' && v.trim() !== '' ? v : undefined;
 }
 
 function asError(e: unknown): Error {

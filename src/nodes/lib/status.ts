@@ -1,5 +1,6 @@
 /**
- * Node status shown under every node that uses a daemon.
+ * Node status shown under every node that uses a daemon, its updates
+ * coalesced (StatusController) so that fast messages do not each cost two.
  *
  * Texts are i18n keys. The editor translates a status text that starts with
  * a letter or "@" through the node's catalogue; a key of the form
@@ -78,13 +79,6 @@ export function errorStatusText(err: unknown): string {
   return text.length < 20 ? text : `${text.slice(0, 18)}…`;
 }
 
-/**
- * Combines the daemon connection state with the node's own activity. In
- * order of precedence: a daemon problem (connecting, mixnet offline,
- * disconnected); a blue "working" dot while operations run; a red ring with
- * the error code after a failure (until the next operation or connection
- * change); a node-specific status; "connected".
- */
 /** What begin() returns: call it when the operation ends; `progress` replaces "working" while it runs. */
 export interface OperationStatus {
   (err?: unknown): void;
@@ -92,6 +86,26 @@ export interface OperationStatus {
   progress(text: string | null): void;
 }
 
+/**
+ * Shortest interval between two status updates of one node (ms). node.status()
+ * is relayed to every open editor; a flow pushing thousands of fast messages
+ * through a node would otherwise send two updates per message (working, then
+ * connected) that nobody can see.
+ */
+export const STATUS_MIN_INTERVAL_MS = 200;
+
+/**
+ * Combines the daemon connection state with the node's own activity. In
+ * order of precedence: a daemon problem (connecting, mixnet offline,
+ * disconnected); a blue "working" dot while operations run; a red ring with
+ * the error code after a failure (until the next operation or connection
+ * change); a node-specific status; "connected".
+ *
+ * Updates are coalesced: a change is shown at once when the node's status has
+ * not changed for STATUS_MIN_INTERVAL_MS, otherwise at the end of that
+ * interval, as the state is then (so the last state is always shown, at most
+ * that late); a status equal to the one shown is not sent again.
+ */
 export class StatusController {
   private connection: ConnectionState = 'idle';
   private connectionDetail: string | null = null;
@@ -102,6 +116,11 @@ export class StatusController {
   private configError: string | null = null;
   private extra: NodeStatus | null = null;
   private closed = false;
+  /** The status last passed to node.status() (null: none yet) and when (performance.now(): immune to clock changes). */
+  private shown: NodeStatus | null = null;
+  private shownAt = -Infinity;
+  /** The deferred update of a coalesced change. */
+  private timer: NodeJS.Timeout | null = null;
 
   constructor(private readonly node: Node) {}
 
@@ -158,10 +177,41 @@ export class StatusController {
 
   close(): void {
     this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
   }
 
+  /** Shows the current state now, or at the end of the interval when the status changed less than STATUS_MIN_INTERVAL_MS ago. */
   private render(): void {
+    if (this.closed || this.timer) return; // a deferred update is due: it shows the state as it is then
+    const wait = this.shownAt + STATUS_MIN_INTERVAL_MS - performance.now();
+    if (wait <= 0) {
+      this.show();
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.show();
+    }, wait);
+    this.timer.unref?.();
+  }
+
+  private show(): void {
     if (this.closed) return;
+    const s = this.current();
+    const last = this.shown;
+    if (last && last.fill === s.fill && last.shape === s.shape && last.text === s.text) return;
+    this.shown = s;
+    this.shownAt = performance.now();
+    try {
+      this.node.status(s);
+    } catch {
+      // status() on a node that Node-RED already stopped: nothing to show it on
+    }
+  }
+
+  /** The status the node should show now. */
+  private current(): NodeStatus {
     let s: NodeStatus;
     const healthy = this.connection === 'connected' || this.connection === 'idle' || this.connection === 'closed';
     // A daemon problem outranks "working": operations are then waiting on it, and the user should see why.
@@ -173,11 +223,7 @@ export class StatusController {
     } else if (this.lastError || this.configError) s = { fill: 'red', shape: 'ring', text: (this.lastError ?? this.configError)! };
     else if (this.extra && this.connection === 'connected') s = this.extra;
     else s = statusForConnection(this.connection, this.connectionDetail);
-    try {
-      this.node.status(s);
-    } catch {
-      // status() on a node that Node-RED already stopped: nothing to show it on
-    }
+    return s;
   }
 }
 
