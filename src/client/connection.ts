@@ -195,26 +195,25 @@ export class DaemonLink implements Transport {
   }
 
   /**
-   * Write a frame, whole and in order. The first frame of a tick goes out at
-   * once (no added latency for one request at a time); the ones after it in
-   * the same tick are queued and leave together in one socket.write
-   * (flushWrites, on setImmediate).
+   * Write a frame, whole and in order. Frames are queued and leave together
+   * (flushWrites) on process.nextTick, which runs once the current callback
+   * and every promise continuation it set off are done: the calls made in
+   * one burst (all the replies of one socket read answered at once) cost one
+   * socket.write, and a lone call waits for nothing (the tick runs before
+   * the event loop goes back to I/O).
    */
   private writeOn(conn: Connection, frame: Buffer): boolean {
     if (conn.dead || conn.socket.destroyed || !conn.socket.writable) return false;
-    if (conn.flushScheduled) {
-      conn.outq.push(frame);
-      return true;
+    conn.outq.push(frame);
+    if (!conn.flushScheduled) {
+      conn.flushScheduled = true;
+      process.nextTick(flushLater, this, conn);
     }
-    conn.flushScheduled = true;
-    setImmediate(() => this.flushWrites(conn));
-    conn.socket.write(frame);
     return true;
   }
 
   /** Write the queued frames (see writeBatched). A dead connection drops them. */
-  private flushWrites(conn: Connection): void {
-    conn.flushScheduled = false;
+  flushWrites(conn: Connection): void {
     const q = conn.outq;
     if (q.length === 0) return;
     conn.outq = [];
@@ -566,6 +565,12 @@ export class DaemonLink implements Transport {
     }
     if (sayGoodbye) this.hooks.closed();
   }
+}
+
+/** The nextTick callback of writeOn (a plain function: no closure per burst). */
+function flushLater(link: DaemonLink, conn: Connection): void {
+  conn.flushScheduled = false;
+  link.flushWrites(conn);
 }
 
 function connectAborted(signal: AbortSignal | undefined): Error {

@@ -19,24 +19,43 @@ export function blake2b256(data: Uint8Array): Buffer {
 }
 
 // Query ids come from a pool of random bytes refilled 4 KiB at a time (one
-// randomBytes call per 256 ids); each id is copied out, so it owns its memory
-// and the pool never appears in a frame or a caller's hands.
+// randomBytes call per 256 ids). newQueryId copies each id out, so an id
+// given to a caller owns its memory, and wipes the used bytes, so the pool
+// holds only ids not yet handed out. The request path takes its ids as
+// views instead (requestQueryId): they go into a frame and a hex key, never
+// to a caller, and cost no ArrayBuffer each.
 const QUERY_ID_POOL_BYTES = 4096;
 let queryIdPool = Buffer.alloc(0);
 let queryIdOffset = 0;
 
-/** 16 random bytes identifying one request; echoed back in the reply (§3.1). */
-export function newQueryId(): Buffer {
+/** The next QUERY_ID_LENGTH bytes of the pool (refilled when used up); where they start. */
+function takeFromPool(): number {
   if (queryIdOffset + QUERY_ID_LENGTH > queryIdPool.length) {
     queryIdPool = randomBytes(QUERY_ID_POOL_BYTES);
     queryIdOffset = 0;
   }
-  const id = Buffer.allocUnsafeSlow(QUERY_ID_LENGTH);
-  queryIdPool.copy(id, 0, queryIdOffset, queryIdOffset + QUERY_ID_LENGTH);
-  // Used bytes are wiped, so the pool holds only ids not yet handed out.
-  queryIdPool.fill(0, queryIdOffset, queryIdOffset + QUERY_ID_LENGTH);
+  const at = queryIdOffset;
   queryIdOffset += QUERY_ID_LENGTH;
+  return at;
+}
+
+/** 16 random bytes identifying one request; echoed back in the reply (§3.1). */
+export function newQueryId(): Buffer {
+  const at = takeFromPool();
+  const id = Buffer.allocUnsafeSlow(QUERY_ID_LENGTH);
+  queryIdPool.copy(id, 0, at, at + QUERY_ID_LENGTH);
+  queryIdPool.fill(0, at, at + QUERY_ID_LENGTH);
   return id;
+}
+
+/**
+ * A query id for a request this client builds itself: a view of the pool
+ * (not copied, not wiped), read only while the request is encoded and
+ * registered. Never hand it to a caller: use newQueryId for that.
+ */
+export function requestQueryId(): Buffer {
+  const at = takeFromPool();
+  return queryIdPool.subarray(at, at + QUERY_ID_LENGTH);
 }
 
 /** 16 random bytes naming the SURB of a legacy send; the reply event carries it back (§3.3). */

@@ -3,7 +3,7 @@
  * daemon pushes (the last 5 epochs kept), the signed document on request,
  * service and courier lookup, and the directory authorities (§3.13, §9.3).
  */
-import { newQueryId } from './crypto';
+import { requestQueryId } from './crypto';
 import { InvalidArgumentError, ServiceNotFoundError } from './errors';
 import type { ThinClientEvent } from './events';
 import { decodePkiEvent, replies } from './messages';
@@ -63,7 +63,7 @@ export class Directory {
 
   async getPkiDocumentRaw(epoch: number | bigint, opts?: CallOptions): Promise<RawPkiDocument> {
     const e = u64Arg('epoch', epoch);
-    return replies.getPkiDocument(await this.requests.local('get_pki_document', requestBodies.getPkiDocument(newQueryId(), e), 'getPkiDocumentRaw', 'epoch', opts));
+    return replies.getPkiDocument(await this.requests.local('get_pki_document', requestBodies.getPkiDocument(requestQueryId(), e), 'getPkiDocumentRaw', 'epoch', opts));
   }
 
   getServices(capability: string): ServiceDescriptor[] {
@@ -94,7 +94,7 @@ export class Directory {
 
   /** kpclientd v0.0.99+ only: the request table refuses it for a pinned daemon without sending it. */
   async getDirectoryAuthorities(opts?: CallOptions): Promise<DirectoryAuthority[]> {
-    const body = requestBodies.getDirectoryAuthorities(newQueryId());
+    const body = requestBodies.getDirectoryAuthorities(requestQueryId());
     return replies.getDirectoryAuthorities(await this.requests.local('get_directory_authorities', body, 'getDirectoryAuthorities', 'query', opts));
   }
 }

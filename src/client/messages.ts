@@ -112,7 +112,11 @@ export function decodeGarbageCollected(body: RawBody): MessageIdGarbageCollected
 
 /** Every fixed-size byte field of a daemon frame has its §0 size; ProtocolError naming kind, field and sizes otherwise. */
 export function checkFrameFields(kind: string, body: RawBody): void {
-  inFrame(kind, () => checkFixedLengths(body));
+  try {
+    checkFixedLengths(body);
+  } catch (e) {
+    throw new ProtocolError(`${kind}: ${errorText(e)}`);
+  }
 }
 
 // ------------------------------------------------------------------ replies
@@ -285,7 +289,9 @@ function code(reply: RawBody, requestKind: AnyRequestKind): number {
  * naming the frame kind and the field, never a bare TypeError/RangeError.
  */
 function intField(body: RawBody, field: string, kind: string): number {
-  return inFrame(kind, () => toNumber(body[field], field));
+  const v = body[field];
+  if (typeof v === 'number' && Number.isSafeInteger(v)) return v; // the usual case, without a closure
+  return inFrame(kind, () => toNumber(v, field));
 }
 
 /** A u64 field of a daemon frame as bigint; ProtocolError (kind and field) when malformed. */

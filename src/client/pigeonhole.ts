@@ -4,9 +4,10 @@
  * cancels, copy streams, and Contact Vouchers. Each checks its arguments,
  * sends through the request table and reads its typed reply.
  */
-import { blake2b256, newQueryId } from './crypto';
+import { blake2b256, requestQueryId } from './crypto';
 import { InvalidArgumentError } from './errors';
 import { replies } from './messages';
+import type { RawBody } from './messages';
 import type { RequestTable } from './requests';
 import type {
   ArqOptions,
@@ -57,6 +58,28 @@ const U32_MAX = 0xffffffff;
 /** The flags a startResending variant sets whatever the caller passed. */
 export type ResendFlags = { noRetryOnBoxIdNotFound?: boolean; noIdempotentBoxAlreadyExists?: boolean };
 
+/**
+ * A call as an async function would run it, without being one: `send` (the
+ * argument checks and the registered request) throws into a rejection, and
+ * the reply is read by `read`. For the ARQ calls, which wait for minutes,
+ * thousands at a time: a suspended async function would hold its frame
+ * (the request body, the arguments) all that time, this holds only the
+ * pending request. And for the encryption calls, the hot path: no async
+ * function state per call.
+ */
+function callAndRead<T>(send: () => Promise<RawBody>, read: (reply: RawBody) => T): Promise<T> {
+  let sent: Promise<RawBody>;
+  try {
+    sent = send();
+  } catch (e) {
+    return Promise.reject(e);
+  }
+  return sent.then(read);
+}
+
+const readEncryptRead = (reply: RawBody): EncryptResult => replies.encrypt('encrypt_read', reply);
+const readEncryptWrite = (reply: RawBody): EncryptResult => replies.encrypt('encrypt_write', reply);
+
 /** BLAKE2b-256 of a 168-byte WriteCap: the key of cancelResendingCopyCommand. */
 export function hashWriteCap(writeCap: Uint8Array): Buffer {
   return blake2b256(exactBytes('writeCap', writeCap, WRITE_CAP_LENGTH));
@@ -80,35 +103,39 @@ export class Pigeonhole {
   // ------------------------------------------------------ keys and indices
   async newKeypair(seed: Uint8Array, opts?: CallOptions): Promise<KeypairResult> {
     const s = exactBytes('seed', seed, SEED_LENGTH);
-    return replies.newKeypair(await this.requests.local('new_keypair', requestBodies.newKeypair(newQueryId(), s), 'newKeypair', 'seed', opts));
+    return replies.newKeypair(await this.requests.local('new_keypair', requestBodies.newKeypair(requestQueryId(), s), 'newKeypair', 'seed', opts));
   }
 
   async nextMessageBoxIndex(index: Uint8Array, opts?: CallOptions): Promise<Buffer> {
     const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
-    const body = requestBodies.nextMessageBoxIndex(newQueryId(), idx);
+    const body = requestBodies.nextMessageBoxIndex(requestQueryId(), idx);
     return replies.nextMessageBoxIndex(await this.requests.local('next_message_box_index', body, 'nextMessageBoxIndex', 'index', opts));
   }
 
   async getMessageBoxIndexCounter(index: Uint8Array, opts?: CallOptions): Promise<bigint> {
     const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
-    const body = requestBodies.getMessageBoxIndexCounter(newQueryId(), idx);
+    const body = requestBodies.getMessageBoxIndexCounter(requestQueryId(), idx);
     return replies.getMessageBoxIndexCounter(await this.requests.local('get_message_box_index_counter', body, 'getMessageBoxIndexCounter', 'index', opts));
   }
 
   // ------------------------------------------------------------ encryption
-  async encryptRead(readCap: Uint8Array, index: Uint8Array, opts?: CallOptions): Promise<EncryptResult> {
-    const rc = exactBytes('readCap', readCap, READ_CAP_LENGTH);
-    const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
-    const body = requestBodies.encryptRead(newQueryId(), rc, idx);
-    return replies.encrypt('encrypt_read', await this.requests.local('encrypt_read', body, 'encryptRead', 'readCap', opts));
+  encryptRead(readCap: Uint8Array, index: Uint8Array, opts?: CallOptions): Promise<EncryptResult> {
+    return callAndRead(() => {
+      const rc = exactBytes('readCap', readCap, READ_CAP_LENGTH);
+      const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
+      const body = requestBodies.encryptRead(requestQueryId(), rc, idx);
+      return this.requests.local('encrypt_read', body, 'encryptRead', 'readCap', opts);
+    }, readEncryptRead);
   }
 
-  async encryptWrite(plaintext: Uint8Array | string, writeCap: Uint8Array, index: Uint8Array, opts?: CallOptions): Promise<EncryptResult> {
-    const pt = payloadBytes('plaintext', plaintext, this.geometry()?.MaxPlaintextPayloadLength, 'pigeonhole MaxPlaintextPayloadLength');
-    const wc = exactBytes('writeCap', writeCap, WRITE_CAP_LENGTH);
-    const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
-    const body = requestBodies.encryptWrite(newQueryId(), pt, wc, idx);
-    return replies.encrypt('encrypt_write', await this.requests.local('encrypt_write', body, 'encryptWrite', 'plaintext', opts));
+  encryptWrite(plaintext: Uint8Array | string, writeCap: Uint8Array, index: Uint8Array, opts?: CallOptions): Promise<EncryptResult> {
+    return callAndRead(() => {
+      const pt = payloadBytes('plaintext', plaintext, this.geometry()?.MaxPlaintextPayloadLength, 'pigeonhole MaxPlaintextPayloadLength');
+      const wc = exactBytes('writeCap', writeCap, WRITE_CAP_LENGTH);
+      const idx = exactBytes('index', index, MESSAGE_BOX_INDEX_LENGTH);
+      const body = requestBodies.encryptWrite(requestQueryId(), pt, wc, idx);
+      return this.requests.local('encrypt_write', body, 'encryptWrite', 'plaintext', opts);
+    }, readEncryptWrite);
   }
 
   /** A client-side loop of encrypt_write with an empty plaintext (§3.6). */
@@ -127,7 +154,11 @@ export class Pigeonhole {
 
   // ---------------------------------------------------------- ARQ (§3.7-)
   /** The three startResendingEncryptedMessage variants; `forced` holds the flags the variant sets. */
-  async startResending(params: ResendParams, opts: ArqOptions | undefined, op: string, forced: ResendFlags): Promise<StartResendingResult> {
+  startResending(params: ResendParams, opts: ArqOptions | undefined, op: string, forced: ResendFlags): Promise<StartResendingResult> {
+    return callAndRead(() => this.sendResending(params, opts, op, forced), replies.startResendingEncryptedMessage);
+  }
+
+  private sendResending(params: ResendParams, opts: ArqOptions | undefined, op: string, forced: ResendFlags): Promise<RawBody> {
     if (params === null || typeof params !== 'object') {
       throw new InvalidArgumentError('params', 'an object { readCap | writeCap, messageBoxIndex, envelopeDescriptor, messageCiphertext, envelopeHash }', describeValue(params));
     }
@@ -145,7 +176,7 @@ export class Pigeonhole {
     const envelopeHash = exactBytes('envelopeHash', params.envelopeHash, HASH_LENGTH);
     const flag = (name: keyof ResendFlags) => forced[name] ?? (params[name] === undefined ? false : booleanArg(name, params[name]));
     const body = requestBodies.startResendingEncryptedMessage({
-      queryId: newQueryId(),
+      queryId: requestQueryId(),
       readCap,
       writeCap,
       messageBoxIndex: index,
@@ -156,23 +187,26 @@ export class Pigeonhole {
       noRetryOnBoxIdNotFound: flag('noRetryOnBoxIdNotFound'),
       noIdempotentBoxAlreadyExists: flag('noIdempotentBoxAlreadyExists'),
     });
-    const reply = await this.requests.call('start_resending_encrypted_message', body, {
+    return this.requests.call('start_resending_encrypted_message', body, {
       op,
       sizeArg: 'messageCiphertext',
       timeoutMs: optionalTimeout('timeoutMs', opts?.timeoutMs),
       signal: optionalSignal('signal', opts?.signal),
       arq: { key: envelopeHash.toString('hex'), hash: envelopeHash, cancelKind: 'cancel_resending_encrypted_message' },
     });
-    return replies.startResendingEncryptedMessage(reply);
   }
 
   async cancelResendingEncryptedMessage(envelopeHash: Uint8Array, opts?: CallOptions): Promise<void> {
     const hash = exactBytes('envelopeHash', envelopeHash, HASH_LENGTH);
-    const body = requestBodies.cancelResendingEncryptedMessage(newQueryId(), hash);
+    const body = requestBodies.cancelResendingEncryptedMessage(requestQueryId(), hash);
     await this.requests.cancelArq('cancel_resending_encrypted_message', body, hash, 'cancelResendingEncryptedMessage', opts);
   }
 
-  async startResendingCopyCommand(writeCap: Uint8Array, opts: CopyCommandOptions): Promise<void> {
+  startResendingCopyCommand(writeCap: Uint8Array, opts: CopyCommandOptions): Promise<void> {
+    return callAndRead(() => this.sendCopyCommand(writeCap, opts), replies.startResendingCopyCommand);
+  }
+
+  private sendCopyCommand(writeCap: Uint8Array, opts: CopyCommandOptions): Promise<RawBody> {
     const wc = exactBytes('writeCap', writeCap, WRITE_CAP_LENGTH);
     const courierHash = optionalExactBytes('courierIdentityHash', opts.courierIdentityHash, HASH_LENGTH);
     const queueId = opts.courierQueueId === undefined || opts.courierQueueId === null ? null : nonEmptyBytes('courierQueueId', opts.courierQueueId);
@@ -184,19 +218,18 @@ export class Pigeonhole {
       );
     }
     const hash = blake2b256(wc);
-    const reply = await this.requests.call('start_resending_copy_command', requestBodies.startResendingCopyCommand(newQueryId(), wc, courierHash, queueId), {
+    return this.requests.call('start_resending_copy_command', requestBodies.startResendingCopyCommand(requestQueryId(), wc, courierHash, queueId), {
       op: 'startResendingCopyCommand',
       sizeArg: 'writeCap',
       timeoutMs: optionalTimeout('timeoutMs', opts.timeoutMs),
       signal: optionalSignal('signal', opts.signal),
       arq: { key: hash.toString('hex'), hash, cancelKind: 'cancel_resending_copy_command' },
     });
-    replies.startResendingCopyCommand(reply);
   }
 
   async cancelResendingCopyCommand(writeCapHash: Uint8Array, opts?: CallOptions): Promise<void> {
     const hash = exactBytes('writeCapHash', writeCapHash, HASH_LENGTH);
-    const body = requestBodies.cancelResendingCopyCommand(newQueryId(), hash);
+    const body = requestBodies.cancelResendingCopyCommand(requestQueryId(), hash);
     await this.requests.cancelArq('cancel_resending_copy_command', body, hash, 'cancelResendingCopyCommand', opts);
   }
 
@@ -212,7 +245,7 @@ export class Pigeonhole {
     const p = payloadBytes('payload', payload, MAX_COPY_PAYLOAD_LENGTH, '10 MiB per call');
     const wc = exactBytes('destWriteCap', destWriteCap, WRITE_CAP_LENGTH);
     const idx = exactBytes('destStartIndex', destStartIndex, MESSAGE_BOX_INDEX_LENGTH);
-    const body = requestBodies.createCourierEnvelopesFromPayload(newQueryId(), p, wc, idx, booleanArg('isStart', isStart), booleanArg('isLast', isLast));
+    const body = requestBodies.createCourierEnvelopesFromPayload(requestQueryId(), p, wc, idx, booleanArg('isStart', isStart), booleanArg('isLast', isLast));
     const reply = await this.requests.local('create_courier_envelopes_from_payload', body, 'createCourierEnvelopesFromPayload', 'payload', opts);
     return replies.createCourierEnvelopesFromPayload(reply);
   }
@@ -238,7 +271,7 @@ export class Pigeonhole {
       };
     });
     const buf = buffer === null || buffer === undefined ? null : anyBytes('buffer', buffer);
-    const body = requestBodies.createCourierEnvelopesFromMultiPayload(newQueryId(), dests, booleanArg('isStart', isStart), booleanArg('isLast', isLast), buf);
+    const body = requestBodies.createCourierEnvelopesFromMultiPayload(requestQueryId(), dests, booleanArg('isStart', isStart), booleanArg('isLast', isLast), buf);
     const reply = await this.requests.local('create_courier_envelopes_from_multi_payload', body, 'createCourierEnvelopesFromMultiPayload', 'destinations', opts);
     return replies.createCourierEnvelopesFromMultiPayload(reply);
   }
@@ -257,7 +290,7 @@ export class Pigeonhole {
     const count = integerInRange('maxCount', maxCount, 0, U32_MAX);
     const buf = buffer === null || buffer === undefined ? null : anyBytes('buffer', buffer);
     const start = booleanArg('isStart', isStart);
-    const body = requestBodies.createCourierEnvelopesFromTombstoneRange(newQueryId(), wc, idx, count, start, booleanArg('isLast', isLast), buf);
+    const body = requestBodies.createCourierEnvelopesFromTombstoneRange(requestQueryId(), wc, idx, count, start, booleanArg('isLast', isLast), buf);
     const reply = await this.requests.local('create_courier_envelopes_from_tombstone_range', body, 'createCourierEnvelopesFromTombstoneRange', 'buffer', opts);
     return replies.createCourierEnvelopesFromTombstoneRange(reply);
   }
@@ -266,7 +299,7 @@ export class Pigeonhole {
   async voucherMint(messageWriteCap: Uint8Array, displayName: string, opts?: CallOptions): Promise<VoucherMintResult> {
     const wc = exactBytes('messageWriteCap', messageWriteCap, WRITE_CAP_LENGTH);
     if (typeof displayName !== 'string') throw new InvalidArgumentError('displayName', 'a string', describeValue(displayName));
-    const body = requestBodies.voucherMint(newQueryId(), wc, displayName);
+    const body = requestBodies.voucherMint(requestQueryId(), wc, displayName);
     return replies.voucherMint(await this.requests.local('voucher_mint', body, 'voucherMint', 'displayName', opts));
   }
 
@@ -274,7 +307,7 @@ export class Pigeonhole {
     const v = exactBytes('voucher', voucher, VOUCHER_LENGTH);
     const payload = nonEmptyBytes('voucherPayload', voucherPayload);
     const who = payloadBytes('whoReply', whoReply, undefined, '');
-    const body = requestBodies.voucherInduct(newQueryId(), v, payload, who);
+    const body = requestBodies.voucherInduct(requestQueryId(), v, payload, who);
     return replies.voucherInduct(await this.requests.local('voucher_induct', body, 'voucherInduct', 'voucherPayload', opts));
   }
 
@@ -283,13 +316,13 @@ export class Pigeonhole {
     const sk = exactBytes('voucherSecretKey', voucherSecretKey, VOUCHER_SECRET_KEY_LENGTH);
     const sealed = nonEmptyBytes('sealedReply', sealedReply);
     const wc = exactBytes('messageWriteCap', messageWriteCap, WRITE_CAP_LENGTH);
-    const body = requestBodies.voucherOpen(newQueryId(), sk, sealed, wc);
+    const body = requestBodies.voucherOpen(requestQueryId(), sk, sealed, wc);
     return replies.voucherOpen(await this.requests.local('voucher_open', body, 'voucherOpen', 'sealedReply', opts));
   }
 
   async voucherDeriveStream(voucher: Uint8Array, opts?: CallOptions): Promise<VoucherStreamCaps> {
     const v = exactBytes('voucher', voucher, VOUCHER_LENGTH);
-    const body = requestBodies.voucherDeriveStream(newQueryId(), v);
+    const body = requestBodies.voucherDeriveStream(requestQueryId(), v);
     return replies.voucherDeriveStream(await this.requests.local('voucher_derive_stream', body, 'voucherDeriveStream', 'voucher', opts));
   }
 }

@@ -1,11 +1,12 @@
 /**
  * The table of requests waiting for their replies, keyed by query ID: their
- * deadlines (one DeadlineSweep), abort and cancel, the replay of in-flight
- * ARQ operations on every reconnect (§2.6), and each reply routed to its caller.
+ * deadlines (one DeadlineSweep timer for all), abort (one listener per
+ * AbortSignal, AbortWatch) and cancel, the replay of in-flight ARQ
+ * operations on every reconnect (§2.6), and each reply routed to its caller.
  */
 import type { Capabilities } from './capabilities';
 import type { LinkState } from './connection';
-import { newQueryId } from './crypto';
+import { requestQueryId } from './crypto';
 import { InvalidArgumentError, OperationCancelledError, StartResendingCancelledError, ThinClientTimeoutError } from './errors';
 import { checkFrameFields, replies } from './messages';
 import type { RawBody } from './messages';
@@ -43,22 +44,83 @@ export interface CallSpec {
   arq?: ArqIdentity;
 }
 
-/** A request waiting for its reply. */
-interface Pending {
-  op: string;
-  kind: AnyRequestKind;
-  key: string;
-  /** The whole frame, kept so a re-send or replay is byte-for-byte the original. */
-  frame: Buffer;
-  arq: ArqIdentity | null;
+/** `<kind>_reply` for every request kind, built once (routing compares it with each reply's kind). */
+const REPLY_KINDS = new Map<string, string>();
+function replyKindOf(kind: AnyRequestKind): string {
+  let r = REPLY_KINDS.get(kind);
+  if (r === undefined) REPLY_KINDS.set(kind, (r = `${kind}_reply`));
+  return r;
+}
+
+/**
+ * A request waiting for its reply. One object per call holds everything
+ * the call needs until it settles (its deadline entry and abort
+ * subscription included), so a call allocates no closures of its own.
+ */
+class Pending implements Deadline {
   /** Written to some connection at least once (the daemon may know it). */
-  written: boolean;
+  written = false;
   /** Cancelled by the application: never replay it. */
-  cancelled: boolean;
-  /** Called after each write (starts a deadline that counts from the first write). */
-  onWritten: (() => void) | null;
-  resolve: (body: RawBody) => void;
-  reject: (err: Error) => void;
+  cancelled = false;
+  /** When its deadline is due (performance.now()); set by DeadlineSweep.add. */
+  deadlineAt = 0;
+  /** Its deadline is in the sweep. */
+  armed = false;
+  private settleResolve: ((body: RawBody) => void) | null = null;
+  private settleReject: ((err: Error) => void) | null = null;
+
+  constructor(
+    private readonly table: RequestTable,
+    readonly op: string,
+    readonly kind: AnyRequestKind,
+    /** The kind of the reply that answers it. */
+    readonly replyKind: string,
+    readonly key: string,
+    /** The whole frame, kept so a re-send or replay is byte-for-byte the original. */
+    readonly frame: Buffer,
+    readonly arq: ArqIdentity | null,
+    readonly timeoutMs: number | undefined,
+    /** The deadline starts at the first write instead of now. */
+    readonly timeoutFromWrite: boolean,
+    readonly signal: AbortSignal | undefined,
+  ) {}
+
+  /** The promise the caller gets; settled by resolve() or reject(). */
+  start(): Promise<RawBody> {
+    return new Promise<RawBody>((resolve, reject) => {
+      this.settleResolve = resolve;
+      this.settleReject = reject;
+    });
+  }
+
+  resolve(body: RawBody): void {
+    const resolve = this.settleResolve;
+    if (!resolve) return;
+    this.table.settled(this);
+    resolve(body);
+  }
+
+  reject(err: Error): void {
+    const reject = this.settleReject;
+    if (!reject) return;
+    this.table.settled(this);
+    reject(err);
+  }
+
+  /** Forget the settle functions: a settled call ignores later replies, deadlines and aborts. */
+  clearSettlers(): void {
+    this.settleResolve = null;
+    this.settleReject = null;
+  }
+
+  onDeadline(): void {
+    this.armed = false;
+    this.table.timedOut(this);
+  }
+
+  onAbort(): void {
+    this.table.aborted(this);
+  }
 }
 
 export class RequestTable {
@@ -67,6 +129,8 @@ export class RequestTable {
   private readonly arqInFlight = new Map<string, Pending>();
   /** Every call's deadline, swept by one timer (no timer per request). */
   private readonly deadlines = new DeadlineSweep();
+  /** Every call's AbortSignal, one listener per signal (however many calls share it). */
+  private readonly aborts = new AbortWatch<Pending>();
 
   constructor(
     private readonly link: Transport,
@@ -76,19 +140,20 @@ export class RequestTable {
   ) {}
 
   /** A local request (no mixnet round trip): its deadline is requestTimeoutMs unless `opts` says otherwise. */
-  local(kind: AnyRequestKind, body: RawBody, op: string, sizeArg: string, opts: CallOptions = {}): Promise<RawBody> {
+  local(kind: AnyRequestKind, body: RawBody, op: string, sizeArg: string, opts?: CallOptions): Promise<RawBody> {
     return this.call(kind, body, {
       op,
       sizeArg,
-      timeoutMs: optionalTimeout('timeoutMs', opts.timeoutMs) ?? this.requestTimeoutMs,
-      signal: optionalSignal('signal', opts.signal),
+      timeoutMs: optionalTimeout('timeoutMs', opts?.timeoutMs) ?? this.requestTimeoutMs,
+      signal: optionalSignal('signal', opts?.signal),
     });
   }
 
   /**
    * Register a request and write it now, or on the next (re)connect. The
-   * promise settles with the reply body; argument checks throw synchronously
-   * inside the async callers, before anything is registered.
+   * promise settles with the reply body; argument checks throw synchronously,
+   * before anything is registered, and the callers (async functions, or
+   * pigeonhole.ts's callAndRead) turn that into a rejection.
    */
   call(kind: AnyRequestKind, body: RawBody, spec: CallSpec): Promise<RawBody> {
     const frame = this.link.encode(kind, body, spec.sizeArg);
@@ -107,52 +172,62 @@ export class RequestTable {
     const queryId = bytesOrNull(body.query_id);
     if (!queryId) throw new Error(`internal: ${kind} without query_id`);
 
-    return new Promise((resolve, reject) => {
-      let timer: Deadline | undefined;
-      const onAbort = () => this.abandon(p, new OperationCancelledError(`${spec.op} was aborted`));
-      const settle = () => {
-        if (timer) this.deadlines.cancel(timer);
-        spec.signal?.removeEventListener('abort', onAbort);
-        if (this.pending.get(p.key) === p) this.pending.delete(p.key);
-        if (p.arq && this.arqInFlight.get(p.arq.key) === p) this.arqInFlight.delete(p.arq.key);
-      };
-      const p: Pending = {
-        op: spec.op,
-        kind,
-        key: queryId.toString('hex'),
-        frame,
-        arq: spec.arq ?? null,
-        written: false,
-        cancelled: false,
-        onWritten: null,
-        resolve: (b) => {
-          settle();
-          resolve(b);
-        },
-        reject: (e) => {
-          settle();
-          reject(e);
-        },
-      };
-      const armDeadline = () => {
-        if (spec.timeoutMs === undefined || timer !== undefined) return;
-        const ms = spec.timeoutMs;
-        timer = this.deadlines.add(ms, () => {
-          const waiting = this.link.state === 'connected' ? '' : ' (the daemon connection is down)';
-          this.abandon(p, new ThinClientTimeoutError(`${spec.op} timed out after ${ms} ms${waiting}`));
-        });
-      };
-      if (spec.timeoutFromWrite) p.onWritten = armDeadline;
-      else armDeadline();
-      spec.signal?.addEventListener('abort', onAbort, { once: true });
-      this.pending.set(p.key, p);
-      // Added just before the first write (§2.6), removed when the call settles.
-      if (p.arq) this.arqInFlight.set(p.arq.key, p);
-      if (this.link.write(frame)) {
-        p.written = true;
-        p.onWritten?.();
-      }
-    });
+    const p = new Pending(
+      this,
+      spec.op,
+      kind,
+      replyKindOf(kind),
+      queryId.toString('hex'),
+      frame,
+      spec.arq ?? null,
+      spec.timeoutMs,
+      spec.timeoutFromWrite === true,
+      spec.signal,
+    );
+    const promise = p.start();
+    if (!p.timeoutFromWrite) this.armDeadline(p);
+    if (p.signal) this.aborts.add(p.signal, p);
+    this.pending.set(p.key, p);
+    // Added just before the first write (§2.6), removed when the call settles.
+    if (p.arq) this.arqInFlight.set(p.arq.key, p);
+    if (this.link.write(frame)) this.markWritten(p);
+    return promise;
+  }
+
+  // Pending's callbacks: settled, timed out, aborted.
+  /** A call settles: it leaves every table, its deadline and its abort subscription. */
+  settled(p: Pending): void {
+    p.clearSettlers();
+    if (p.armed) {
+      p.armed = false;
+      this.deadlines.cancel(p);
+    }
+    if (p.signal) this.aborts.delete(p.signal, p);
+    if (this.pending.get(p.key) === p) this.pending.delete(p.key);
+    if (p.arq && this.arqInFlight.get(p.arq.key) === p) this.arqInFlight.delete(p.arq.key);
+  }
+
+  /** Its deadline passed. */
+  timedOut(p: Pending): void {
+    const waiting = this.link.state === 'connected' ? '' : ' (the daemon connection is down)';
+    this.abandon(p, new ThinClientTimeoutError(`${p.op} timed out after ${p.timeoutMs} ms${waiting}`));
+  }
+
+  /** Its signal aborted. */
+  aborted(p: Pending): void {
+    this.abandon(p, new OperationCancelledError(`${p.op} was aborted`));
+  }
+
+  private armDeadline(p: Pending): void {
+    if (p.timeoutMs === undefined || p.armed) return;
+    p.armed = true;
+    this.deadlines.add(p, p.timeoutMs);
+  }
+
+  /** After each write: a deadline that counts from the first write starts now. */
+  private markWritten(p: Pending): void {
+    p.written = true;
+    if (p.timeoutFromWrite) this.armDeadline(p);
   }
 
   /**
@@ -201,8 +276,7 @@ export class RequestTable {
       }
       if (!write(p.frame)) break;
       if (p.arq && p.written) replayed++;
-      p.written = true;
-      p.onWritten?.();
+      this.markWritten(p);
     }
     return replayed;
   }
@@ -219,7 +293,7 @@ export class RequestTable {
       this.log.debug(`dropping ${kind}: nobody waits for query ${qid.toString('hex')}`);
       return;
     }
-    if (`${p.kind}_reply` !== kind) {
+    if (p.replyKind !== kind) {
       this.log.warn(`dropping ${kind}: query ${p.key} is a ${p.kind}`);
       return;
     }
@@ -254,8 +328,8 @@ export class RequestTable {
     if (!arq || !tellDaemon || (state !== 'connected' && state !== 'reconnecting')) return;
     const body =
       arq.cancelKind === 'cancel_resending_copy_command'
-        ? requestBodies.cancelResendingCopyCommand(newQueryId(), arq.hash)
-        : requestBodies.cancelResendingEncryptedMessage(newQueryId(), arq.hash);
+        ? requestBodies.cancelResendingCopyCommand(requestQueryId(), arq.hash)
+        : requestBodies.cancelResendingEncryptedMessage(requestQueryId(), arq.hash);
     // Best effort: the caller already has its answer. The deadline counts
     // from the write, so a long reconnect does not expire the queued cancel.
     this.call(arq.cancelKind, body, { op: `${p.op} (cancel)`, sizeArg: 'hash', timeoutMs: this.requestTimeoutMs, timeoutFromWrite: true }).then(
@@ -266,9 +340,10 @@ export class RequestTable {
 }
 
 // ------------------------------------------------------------ deadline sweep
+/** An entry of the DeadlineSweep: when it is due, and what to do then. */
 interface Deadline {
-  at: number;
-  fire: () => void;
+  deadlineAt: number;
+  onDeadline(): void;
 }
 
 /** Node's setTimeout fires after 1 ms for anything longer than this. */
@@ -276,55 +351,97 @@ const MAX_TIMER_MS = 0x7fffffff;
 
 /**
  * The deadlines of all calls under one timer, armed for the earliest live
- * one. add() and cancel() are O(1) (a Set); only a timer firing walks the
- * live deadlines, firing the due ones and re-arming for the next (a
- * cancelled earliest deadline costs one early wake-up, nothing more). A
- * deadline fires no earlier than `ms` after add(), like setTimeout; with no
- * live deadline no timer is armed, so an idle client keeps no process alive.
+ * one. add() and cancel() are O(1) (a Set) and touch the timer only when a
+ * deadline earlier than it arrives: when the last live deadline goes, the
+ * timer stays armed but unreferenced (so an idle client keeps no process
+ * alive), and the next add() references it again instead of arming a new
+ * one (one call after another would otherwise set and clear a timer each).
+ * Only a timer firing walks the live deadlines, firing the due ones and
+ * re-arming for the next (a timer earlier than every live deadline costs
+ * one early wake-up, nothing more). A deadline fires no earlier than `ms`
+ * after add(), like setTimeout.
  */
 class DeadlineSweep {
   private readonly live = new Set<Deadline>();
   private timer: NodeJS.Timeout | null = null;
   private timerAt = Infinity;
+  private timerRefed = false;
 
-  add(ms: number, fire: () => void): Deadline {
-    const d: Deadline = { at: performance.now() + ms, fire };
+  add(d: Deadline, ms: number): void {
+    d.deadlineAt = performance.now() + ms;
     this.live.add(d);
-    if (d.at < this.timerAt) this.arm(d.at);
-    return d;
+    if (d.deadlineAt < this.timerAt) this.arm(d.deadlineAt);
+    else if (!this.timerRefed) {
+      this.timer!.ref();
+      this.timerRefed = true;
+    }
   }
 
   cancel(d: Deadline): void {
-    if (this.live.delete(d) && this.live.size === 0) this.disarm();
-  }
-
-  private disarm(): void {
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    this.timerAt = Infinity;
+    if (this.live.delete(d) && this.live.size === 0 && this.timerRefed) {
+      this.timer!.unref();
+      this.timerRefed = false;
+    }
   }
 
   private arm(at: number): void {
-    this.disarm();
+    if (this.timer) clearTimeout(this.timer);
     const wait = Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - performance.now())));
     this.timerAt = at;
     this.timer = setTimeout(() => this.sweep(), wait);
+    this.timerRefed = true;
   }
 
   private sweep(): void {
     this.timer = null;
     this.timerAt = Infinity;
+    this.timerRefed = false;
     const now = performance.now();
     const due: Deadline[] = [];
-    for (const d of this.live) if (d.at <= now) due.push(d);
-    due.sort((a, b) => a.at - b.at);
+    for (const d of this.live) if (d.deadlineAt <= now) due.push(d);
+    due.sort((a, b) => a.deadlineAt - b.deadlineAt);
     for (const d of due) {
       // An earlier callback may have cancelled this one.
       if (!this.live.delete(d)) continue;
-      d.fire();
+      d.onDeadline();
     }
     let next = Infinity;
-    for (const d of this.live) if (d.at < next) next = d.at;
+    for (const d of this.live) if (d.deadlineAt < next) next = d.deadlineAt;
     if (next < this.timerAt) this.arm(next);
+  }
+}
+
+// ------------------------------------------------------------- abort watch
+/**
+ * The calls waiting on each AbortSignal, behind one 'abort' listener per
+ * signal. An AbortSignal checks every listener added for a duplicate, so a
+ * listener per call would make each call on a signal shared by N others
+ * cost O(N) (20,000 reads sharing one signal: quadratic); here adding and
+ * removing a call is O(1). On abort the calls are told in the order they
+ * were added, as their own listeners would have been.
+ */
+class AbortWatch<T extends { onAbort(): void }> {
+  private readonly bySignal = new Map<AbortSignal, { members: Set<T>; listener: () => void }>();
+
+  add(signal: AbortSignal, member: T): void {
+    let entry = this.bySignal.get(signal);
+    if (!entry) {
+      const members = new Set<T>();
+      const listener = (): void => {
+        this.bySignal.delete(signal);
+        for (const m of members) m.onAbort();
+      };
+      entry = { members, listener };
+      this.bySignal.set(signal, entry);
+      signal.addEventListener('abort', listener, { once: true });
+    }
+    entry.members.add(member);
+  }
+
+  delete(signal: AbortSignal, member: T): void {
+    const entry = this.bySignal.get(signal);
+    if (!entry || !entry.members.delete(member) || entry.members.size > 0) return;
+    this.bySignal.delete(signal);
+    signal.removeEventListener('abort', entry.listener);
   }
 }

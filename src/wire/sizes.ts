@@ -80,7 +80,9 @@ export const FIXED_ELEMENT_LENGTHS: Readonly<Record<string, number>> = Object.fr
  * e.g. "write_cap: expected 168 bytes, got 5" or "next_dest_indices[1]: …".
  */
 export function checkFixedLengths(body: Record<string, unknown>): void {
-  for (const [field, v] of Object.entries(body)) {
+  // for-in over a decoded map (a plain object: every key its own) builds no entry arrays, as Object.entries would.
+  for (const field in body) {
+    const v = body[field];
     const want = FIXED_FIELD_LENGTHS[field];
     if (want !== undefined) checkLength(field, v, want);
     const each = FIXED_ELEMENT_LENGTHS[field];

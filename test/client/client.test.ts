@@ -5,6 +5,7 @@
  * exactly which frame arrives when.
  */
 import assert from 'node:assert/strict';
+import { getEventListeners } from 'node:events';
 
 import { ThinClient } from '../../src/client/client';
 import type { ThinClientOptions } from '../../src/client/client';
@@ -480,6 +481,61 @@ describe('ThinClient against a scripted daemon', function () {
       assert.match(err.message, /^encryptRead timed out after 80 ms/);
       const err2 = await rejectionOf(c.nextMessageBoxIndex(IDX, { timeoutMs: 30 }));
       assert.match(err2.message, /^nextMessageBoxIndex timed out after 30 ms/);
+    });
+
+    it('one deadline timer serves every call, and is no longer referenced once no call waits (an idle client keeps no process alive)', async () => {
+      const [c, conn] = await connected({ requestTimeoutMs: 60_000 });
+      const timers = () => process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length;
+      const idle = timers();
+      const calls = Array.from({ length: 20 }, () => c.nextMessageBoxIndex(IDX));
+      assert.equal(timers(), idle + 1, 'one referenced timer for 20 deadlines');
+      for (let i = 0; i < 20; i++) await conn.reply('next_message_box_index', { next_message_box_index: IDX, error_code: 0 });
+      await Promise.all(calls);
+      assert.equal(timers(), idle, 'no referenced timer once every call settled');
+      // One call after another re-uses that timer; a shorter deadline still fires on time.
+      const again = c.nextMessageBoxIndex(IDX);
+      assert.equal(timers(), idle + 1);
+      await conn.reply('next_message_box_index', { next_message_box_index: IDX, error_code: 0 });
+      await again;
+      assert.equal(timers(), idle);
+      const t0 = Date.now();
+      const err = await rejectionOf(c.nextMessageBoxIndex(IDX, { timeoutMs: 40 }));
+      assert.ok(err instanceof ThinClientTimeoutError);
+      assert.ok(Date.now() - t0 < 5_000, 'the short deadline fired, not the long one');
+    });
+
+    it('calls sharing one AbortSignal hold one listener on it; its abort rejects them all, in call order', async () => {
+      const [c, conn] = await connected();
+      const ac = new AbortController();
+      const listeners = () => getEventListeners(ac.signal, 'abort').length;
+      const order: number[] = [];
+      const reads = Array.from({ length: 50 }, (_, i) =>
+        rejectionOf(
+          c.startResendingEncryptedMessage(
+            { readCap: RC, messageBoxIndex: IDX, envelopeDescriptor: Buffer.from([1]), messageCiphertext: Buffer.from([2]), envelopeHash: Buffer.alloc(32, i) },
+            { signal: ac.signal },
+          ),
+        ).then((e) => {
+          order.push(i);
+          return e;
+        }),
+      );
+      const local = c.nextMessageBoxIndex(IDX, { signal: ac.signal });
+      assert.equal(listeners(), 1);
+      await conn.reply('next_message_box_index', { next_message_box_index: IDX, error_code: 0 });
+      await local;
+      assert.equal(listeners(), 1, 'still there for the reads');
+      ac.abort();
+      for (const e of await Promise.all(reads)) assert.ok(e instanceof OperationCancelledError, String(e));
+      assert.deepEqual(order, Array.from({ length: 50 }, (_, i) => i));
+      assert.equal(listeners(), 0);
+      // Calls that all settle normally leave no listener either.
+      const ac2 = new AbortController();
+      const two = [c.nextMessageBoxIndex(IDX, { signal: ac2.signal }), c.nextMessageBoxIndex(IDX, { signal: ac2.signal })];
+      assert.equal(getEventListeners(ac2.signal, 'abort').length, 1);
+      for (let i = 0; i < 2; i++) await conn.reply('next_message_box_index', { next_message_box_index: IDX, error_code: 0 });
+      await Promise.all(two);
+      assert.equal(getEventListeners(ac2.signal, 'abort').length, 0);
     });
 
     it('tombstoneRange: maxCount 0 sends nothing; otherwise chained encrypt_write with an empty plaintext', async () => {
