@@ -14,6 +14,7 @@ import type { CallOptions, Logger } from './types';
 import { describeValue, optionalSignal, optionalTimeout } from './validate';
 import { bytesOrNull, requestBodies } from '../wire';
 import type { AnyRequestKind } from '../wire';
+import { DeadlineSweep, type Deadline } from '../util/deadline-sweep';
 
 /** What the table needs of the connection. */
 export interface Transport {
@@ -336,78 +337,6 @@ export class RequestTable {
       (reply) => this.log.debug(`${p.op}: daemon-side cancel answered ${describeValue(reply.error_code)}`),
       (e: Error) => this.log.debug(`${p.op}: daemon-side cancel failed: ${e.message}`),
     );
-  }
-}
-
-// ------------------------------------------------------------ deadline sweep
-/** An entry of the DeadlineSweep: when it is due, and what to do then. */
-interface Deadline {
-  deadlineAt: number;
-  onDeadline(): void;
-}
-
-/** Node's setTimeout fires after 1 ms for anything longer than this. */
-const MAX_TIMER_MS = 0x7fffffff;
-
-/**
- * The deadlines of all calls under one timer, armed for the earliest live
- * one. add() and cancel() are O(1) (a Set) and touch the timer only when a
- * deadline earlier than it arrives: when the last live deadline goes, the
- * timer stays armed but unreferenced (so an idle client keeps no process
- * alive), and the next add() references it again instead of arming a new
- * one (one call after another would otherwise set and clear a timer each).
- * Only a timer firing walks the live deadlines, firing the due ones and
- * re-arming for the next (a timer earlier than every live deadline costs
- * one early wake-up, nothing more). A deadline fires no earlier than `ms`
- * after add(), like setTimeout.
- */
-class DeadlineSweep {
-  private readonly live = new Set<Deadline>();
-  private timer: NodeJS.Timeout | null = null;
-  private timerAt = Infinity;
-  private timerRefed = false;
-
-  add(d: Deadline, ms: number): void {
-    d.deadlineAt = performance.now() + ms;
-    this.live.add(d);
-    if (d.deadlineAt < this.timerAt) this.arm(d.deadlineAt);
-    else if (!this.timerRefed) {
-      this.timer!.ref();
-      this.timerRefed = true;
-    }
-  }
-
-  cancel(d: Deadline): void {
-    if (this.live.delete(d) && this.live.size === 0 && this.timerRefed) {
-      this.timer!.unref();
-      this.timerRefed = false;
-    }
-  }
-
-  private arm(at: number): void {
-    if (this.timer) clearTimeout(this.timer);
-    const wait = Math.min(MAX_TIMER_MS, Math.max(1, Math.ceil(at - performance.now())));
-    this.timerAt = at;
-    this.timer = setTimeout(() => this.sweep(), wait);
-    this.timerRefed = true;
-  }
-
-  private sweep(): void {
-    this.timer = null;
-    this.timerAt = Infinity;
-    this.timerRefed = false;
-    const now = performance.now();
-    const due: Deadline[] = [];
-    for (const d of this.live) if (d.deadlineAt <= now) due.push(d);
-    due.sort((a, b) => a.deadlineAt - b.deadlineAt);
-    for (const d of due) {
-      // An earlier callback may have cancelled this one.
-      if (!this.live.delete(d)) continue;
-      d.onDeadline();
-    }
-    let next = Infinity;
-    for (const d of this.live) if (d.deadlineAt < next) next = d.deadlineAt;
-    if (next < this.timerAt) this.arm(next);
   }
 }
 

@@ -19,7 +19,6 @@ import type { ThinClient } from '../../src/client/client';
 import { cancelKeyOf } from '../../src/nodes/lib/operation';
 import { resendWrite } from '../../src/nodes/lib/pigeonhole';
 import { StatusController, STATUS_MIN_INTERVAL_MS } from '../../src/nodes/lib/status';
-import { DeadlineSweep } from '../../src/nodes/lib/deadlines';
 import type { Node, NodeStatus } from '../../src/nodes/types';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -244,41 +243,6 @@ describe('node pack: shared input rules', () => {
       status.close();
       await sleep(STATUS_MIN_INTERVAL_MS + 50);
       assert.deepEqual(shown, [connected]);
-    });
-  });
-
-  describe('DeadlineSweep', () => {
-    it('fires each deadline once, in time order, and never a cancelled one', async () => {
-      const sweep = new DeadlineSweep();
-      const fired: string[] = [];
-      sweep.add(120, () => fired.push('late'));
-      const cancelled = sweep.add(30, () => fired.push('cancelled'));
-      sweep.add(60, () => fired.push('early')); // later than the armed timer: no re-arm needed
-      sweep.add(10, () => fired.push('earliest')); // earlier: re-arms
-      sweep.cancel(cancelled);
-      await sleep(40);
-      assert.deepEqual(fired, ['earliest']);
-      await sleep(150);
-      assert.deepEqual(fired, ['earliest', 'early', 'late']);
-    });
-
-    it('clear() drops every deadline', async () => {
-      const sweep = new DeadlineSweep();
-      let fired = 0;
-      sweep.add(10, () => fired++);
-      sweep.add(20, () => fired++);
-      sweep.clear();
-      await sleep(50);
-      assert.equal(fired, 0);
-    });
-
-    it('a deadline beyond the longest timer delay waits instead of firing at once', async () => {
-      const sweep = new DeadlineSweep();
-      let fired = false;
-      sweep.add(2 ** 32, () => (fired = true));
-      await sleep(20);
-      assert.equal(fired, false);
-      sweep.clear();
     });
   });
 });

@@ -3,6 +3,7 @@ import { strict as assert } from 'node:assert';
 
 import { Backoff } from '../../src/util/backoff';
 import { abortable, abortReason, pause, sleep, withDeadline } from '../../src/util/deadline';
+import { DeadlineSweep, type Deadline } from '../../src/util/deadline-sweep';
 
 describe('util: Backoff', () => {
   it('doubles from the initial delay up to the cap, each within ±jitter, and resets', () => {
@@ -80,5 +81,77 @@ describe('util: deadlines', () => {
     ac.abort('plain string');
     assert.equal(abortReason(ac.signal, () => new RangeError('fallback')).name, 'RangeError');
     assert.equal(abortReason(undefined).name, 'AbortError');
+  });
+});
+
+describe('util: DeadlineSweep', () => {
+  /** A deadline entry that records its name when it fires. */
+  const entry = (fired: string[], name: string): Deadline => ({ deadlineAt: 0, onDeadline: () => void fired.push(name) });
+  /** Whether the sweep's one timer would keep the process alive (private state, read for this test only). */
+  const timerKeepsProcessAlive = (sweep: DeadlineSweep): boolean | null => {
+    const timer = (sweep as unknown as { timer: NodeJS.Timeout | null }).timer;
+    return timer === null ? null : timer.hasRef();
+  };
+
+  it('fires each deadline once, in time order, and never a cancelled one', async () => {
+    const sweep = new DeadlineSweep();
+    const fired: string[] = [];
+    sweep.add(entry(fired, 'late'), 120);
+    const cancelled = entry(fired, 'cancelled');
+    sweep.add(cancelled, 30);
+    sweep.add(entry(fired, 'early'), 60); // later than the armed timer: no re-arm needed
+    sweep.add(entry(fired, 'earliest'), 10); // earlier: re-arms
+    sweep.cancel(cancelled);
+    await sleep(40);
+    assert.deepEqual(fired, ['earliest']);
+    await sleep(150);
+    assert.deepEqual(fired, ['earliest', 'early', 'late']);
+  });
+
+  it('keeps one timer: unreferenced while idle, referenced again by the next add', () => {
+    const sweep = new DeadlineSweep();
+    const fired: string[] = [];
+    const a = entry(fired, 'a');
+    sweep.add(a, 60_000);
+    const armed = (sweep as unknown as { timer: NodeJS.Timeout }).timer;
+    assert.equal(timerKeepsProcessAlive(sweep), true);
+    sweep.cancel(a);
+    assert.equal(timerKeepsProcessAlive(sweep), false, 'an idle sweep must not keep the process alive');
+    const b = entry(fired, 'b');
+    sweep.add(b, 60_000);
+    assert.equal((sweep as unknown as { timer: NodeJS.Timeout }).timer, armed, 'the same timer is reused');
+    assert.equal(timerKeepsProcessAlive(sweep), true);
+    sweep.clear();
+    assert.equal(timerKeepsProcessAlive(sweep), null);
+    assert.deepEqual(fired, []);
+  });
+
+  it('a deadline cancelled by an earlier one in the same sweep does not fire', async () => {
+    const sweep = new DeadlineSweep();
+    const fired: string[] = [];
+    const second = entry(fired, 'second');
+    sweep.add({ deadlineAt: 0, onDeadline: () => (fired.push('first'), sweep.cancel(second)) }, 5);
+    sweep.add(second, 6);
+    await sleep(40);
+    assert.deepEqual(fired, ['first']);
+  });
+
+  it('clear() drops every deadline', async () => {
+    const sweep = new DeadlineSweep();
+    const fired: string[] = [];
+    sweep.add(entry(fired, 'a'), 10);
+    sweep.add(entry(fired, 'b'), 20);
+    sweep.clear();
+    await sleep(50);
+    assert.deepEqual(fired, []);
+  });
+
+  it('a deadline beyond the longest timer delay waits instead of firing at once', async () => {
+    const sweep = new DeadlineSweep();
+    const fired: string[] = [];
+    sweep.add(entry(fired, 'far'), 2 ** 32);
+    await sleep(20);
+    assert.deepEqual(fired, []);
+    sweep.clear();
   });
 });

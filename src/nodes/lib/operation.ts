@@ -26,7 +26,7 @@ import type { ThinClient } from '../../client/client';
 import { OperationCancelledError, ThinClientTimeoutError } from '../../client/errors';
 import type { CredentialDef, InputDone, InputSend, Node, NodeAPI, NodeDef, NodeMessage, SendArgument } from '../types';
 import { formatMs, type DaemonEvent } from './daemon-connection';
-import { DeadlineSweep, type Deadline } from './deadlines';
+import { DeadlineSweep, type Deadline } from '../../util/deadline-sweep';
 import {
   credentialName,
   decodeKeyText,
@@ -272,7 +272,8 @@ export function defineOperationNode<C extends NodeDef, S = undefined>(RED: NodeA
         const timeoutMs = resolveTimeoutMs(msg, cfg.timeout, defaultMs, `${def.type} timeout`);
         if (timeoutMs !== undefined) {
           const source = msg.timeout !== undefined && msg.timeout !== null && msg.timeout !== '' ? 'msg.timeout' : 'node timeout';
-          deadline = deadlines.add(timeoutMs, () => abortOperation(op, timeoutError(node, def.type, timeoutMs, source)));
+          deadline = { deadlineAt: 0, onDeadline: () => abortOperation(op, timeoutError(node, def.type, timeoutMs, source)) };
+          deadlines.add(deadline, timeoutMs);
         }
         if (setupError) throw setupError;
         // Connected: the client at once; else wait for the first connection (abortable by the deadline).
