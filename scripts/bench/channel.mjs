@@ -33,9 +33,13 @@ function rssSampler() {
   globalThis.gc?.();
   const base = process.memoryUsage.rss();
   let peak = base;
-  const sample = () => { const r = process.memoryUsage.rss(); if (r > peak) peak = r; };
-  const timer = setInterval(sample, 5);
-  return { sample, stop: () => { clearInterval(timer); sample(); return { baseRss: base, peakRss: peak, extraRss: peak - base }; } };
+  let sampledAt = 0;
+  const read = () => { const r = process.memoryUsage.rss(); if (r > peak) peak = r; };
+  // Progress events come every few hundred microseconds; reading RSS at each
+  // (a /proc read) would slow the very send it measures, so at most one a millisecond.
+  const sample = () => { const now = performance.now(); if (now - sampledAt >= 1) { sampledAt = now; read(); } };
+  const timer = setInterval(read, 5);
+  return { sample, stop: () => { clearInterval(timer); read(); return { baseRss: base, peakRss: peak, extraRss: peak - base }; } };
 }
 
 const deadline = (ms) => new Promise((r) => setTimeout(() => r('deadline'), ms).unref());

@@ -31,6 +31,8 @@ export class Connection {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private flushTimer: NodeJS.Timeout | null = null;
+  /** Writes of this tick are held (corkForTick). */
+  private corkedForTick = false;
   closed = false;
   readonly decoder: FrameDecoder;
 
@@ -69,9 +71,29 @@ export class Connection {
       this.scheduleFlush();
     } else {
       if (force) this.flushNow();
+      else this.corkForTick();
       this.socket.write(frame);
     }
     this.checkBound();
+  }
+
+  /**
+   * Hold this tick's writes and let them leave together on process.nextTick
+   * (one writev for all the replies answered from one socket read, instead
+   * of a syscall each). The tick runs before the event loop polls again, so
+   * a lone reply waits for nothing.
+   */
+  private corkForTick(): void {
+    if (this.corkedForTick) return;
+    this.corkedForTick = true;
+    this.socket.cork();
+    process.nextTick(uncorkAfterTick, this);
+  }
+
+  /** End of the tick: the held writes leave. */
+  uncorkTick(): void {
+    this.corkedForTick = false;
+    if (!this.closed) this.socket.uncork();
   }
 
   /** A broadcast: held until the handshake is complete. */
@@ -144,6 +166,11 @@ export class Connection {
     this.decoder.close();
     this.socket.destroy();
   }
+}
+
+/** The nextTick callback of corkForTick (a plain function: no closure per tick). */
+function uncorkAfterTick(conn: Connection): void {
+  conn.uncorkTick();
 }
 
 /**

@@ -16,11 +16,11 @@
  *    key derived from the ephemeral secret that only the envelope
  *    descriptor holds.
  */
-import { createCipheriv, createDecipheriv, createHash, hkdfSync, randomBytes, randomInt, sign, verify } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, randomBytes, randomInt, sign, verify } from 'node:crypto';
 import { blake2b256 } from '../client/crypto';
 import { abortable } from '../util/deadline';
 import { decodeCbor, encodeCbor, MESSAGE_BOX_INDEX_LENGTH, READ_CAP_LENGTH, type PigeonholeGeometry } from '../wire';
-import { ed25519FromSeed, ed25519PublicKey } from './pki';
+import { ed25519FromSeed, ed25519PublicKey, type Ed25519Pair } from './pki';
 
 // ------------------------------------------------------------------ sizes
 export interface BoxGeometry {
@@ -48,8 +48,36 @@ const NONCE = 12;
 const SIG = 64;
 const KEY = 32;
 
-function hkdf(ikm: Uint8Array, salt: string | Uint8Array, info: string, length = 32): Buffer {
-  return Buffer.from(hkdfSync('sha256', ikm, typeof salt === 'string' ? Buffer.from(salt) : salt, Buffer.from(info), length));
+// HKDF-SHA256 (RFC 5869) from two HMACs, not hkdfSync: hkdfSync builds a
+// KeyObject and validates per call (twice the cost), and an index derives
+// three keys from one state, which share one extract step here.
+const HASH_LENGTH = 32;
+
+/** HKDF's extract step: the pseudorandom key of `ikm` under `salt`. */
+function hkdfExtract(salt: string | Uint8Array, ikm: Uint8Array): Buffer {
+  return createHmac('sha256', salt).update(ikm).digest();
+}
+
+/** HKDF's expand step: `length` bytes for `info` from a pseudorandom key. */
+function hkdfExpand(prk: Buffer, info: Buffer, length = HASH_LENGTH): Buffer {
+  if (length <= HASH_LENGTH) {
+    const t = createHmac('sha256', prk).update(info).update(BLOCK_COUNTERS[1]).digest();
+    return length === HASH_LENGTH ? t : t.subarray(0, length);
+  }
+  if (length > 255 * HASH_LENGTH) throw new RangeError(`hkdf: at most ${255 * HASH_LENGTH} bytes, asked for ${length}`);
+  const out = Buffer.allocUnsafe(Math.ceil(length / HASH_LENGTH) * HASH_LENGTH);
+  let t = Buffer.alloc(0);
+  for (let i = 1; (i - 1) * HASH_LENGTH < length; i++) {
+    t = createHmac('sha256', prk).update(t).update(info).update(BLOCK_COUNTERS[i]).digest();
+    t.copy(out, (i - 1) * HASH_LENGTH);
+  }
+  return out.subarray(0, length);
+}
+const BLOCK_COUNTERS = Array.from({ length: 256 }, (_, i) => Buffer.of(i));
+
+/** HKDF-SHA256 of `ikm` (byte-identical to node:crypto's hkdfSync('sha256', …)). */
+export function hkdf(ikm: Uint8Array, salt: string | Uint8Array, info: string | Buffer, length = HASH_LENGTH): Buffer {
+  return hkdfExpand(hkdfExtract(salt, ikm), typeof info === 'string' ? Buffer.from(info) : info, length);
 }
 
 function seal(key: Uint8Array, nonce: Uint8Array, plaintext: Uint8Array, aad?: Uint8Array): Buffer {
@@ -80,11 +108,17 @@ interface IndexParts {
   state: Buffer;
 }
 
+const INDEX_SALT = Buffer.from('bacap-index');
+const BLINDING_INFO = Buffer.from('blinding factor');
+const ENCRYPTION_KEY_INFO = Buffer.from('encryption key');
+const NEXT_STATE_INFO = Buffer.from('next state');
+
 function indexFromState(counter: bigint, state: Buffer): Buffer {
   const out = Buffer.alloc(MESSAGE_BOX_INDEX_LENGTH);
   out.writeBigUInt64LE(counter, 0);
-  hkdf(state, 'bacap-index', 'blinding factor').copy(out, 8);
-  hkdf(state, 'bacap-index', 'encryption key').copy(out, 40);
+  const prk = hkdfExtract(INDEX_SALT, state);
+  hkdfExpand(prk, BLINDING_INFO).copy(out, 8);
+  hkdfExpand(prk, ENCRYPTION_KEY_INFO).copy(out, 40);
   state.copy(out, 72);
   return out;
 }
@@ -98,7 +132,7 @@ export function parseIndex(idx: Uint8Array): IndexParts {
 export function nextIndex(idx: Uint8Array): Buffer {
   const p = parseIndex(idx);
   const counter = (p.counter + 1n) & ((1n << 64n) - 1n);
-  return indexFromState(counter, hkdf(p.state, 'bacap-index', 'next state'));
+  return indexFromState(counter, hkdfExpand(hkdfExtract(INDEX_SALT, p.state), NEXT_STATE_INFO));
 }
 
 /**
@@ -163,19 +197,56 @@ function boxNonce(boxId: Buffer): Buffer {
   return createHash('sha256').update('box nonce').update(boxId).digest().subarray(0, NONCE);
 }
 
+// ------------------------------------------------------- box signatures
+/**
+ * The box signatures this emulator made, each with a digest of the key and
+ * message it signed. A box is signed once (encrypt_write, a copy) and
+ * verified again when a copy or a read opens it; Ed25519 is deterministic,
+ * so a signature found here over the same key and message verifies, and a
+ * digest saves the Ed25519 verification (the costliest step of a large copy
+ * stream). Anything else, a tampered box included, is verified in full.
+ * Bounded: the oldest entries go first.
+ */
+const SIGNED_LIMIT = 16_384;
+const signedBoxes = new Map<string, Buffer>();
+
+function signedDigest(publicRaw: Uint8Array, boxId: Uint8Array, tail: Uint8Array): Buffer {
+  return createHash('sha256').update(publicRaw).update(boxId).update(tail).digest();
+}
+
+/** The Ed25519 signature of boxId ‖ tail, remembered for verifyBox. */
+function signBox(pair: Ed25519Pair, boxId: Buffer, tail: Buffer): Buffer {
+  const sig = sign(null, Buffer.concat([boxId, tail]), pair.privateKey);
+  if (signedBoxes.size >= SIGNED_LIMIT) signedBoxes.delete(signedBoxes.keys().next().value as string);
+  signedBoxes.set(sig.toString('latin1'), signedDigest(pair.publicRaw, boxId, tail));
+  return sig;
+}
+
+/** Forgets every remembered signature, so the next verifications are full ones (as after an eviction). */
+export function forgetBoxSignatures(): void {
+  signedBoxes.clear();
+}
+
+/** Whether sig is the Ed25519 signature of boxId ‖ tail under the 32-byte public key. */
+function verifyBox(publicRaw: Uint8Array, boxId: Buffer, tail: Buffer, sig: Buffer): boolean {
+  const made = signedBoxes.get(sig.toString('latin1'));
+  if (made && made.equals(signedDigest(publicRaw, boxId, tail))) return true;
+  return verify(null, Buffer.concat([boxId, tail]), ed25519PublicKey(publicRaw), sig);
+}
+
 /** Seal a plaintext into a box payload: deterministic for (cap, index, plaintext). */
 export function sealBox(g: BoxGeometry, writeCap: Uint8Array, idx: Uint8Array, plaintext: Uint8Array): { boxId: Buffer; box: StoredBox } {
   const pair = ed25519FromSeed(writeCap.subarray(0, 32));
   const boxId = boxIdOf(writeCap.subarray(32, 64), idx);
   if (plaintext.length === 0) {
-    return { boxId, box: { tombstone: true, payload: sign(null, Buffer.concat([boxId, TOMBSTONE_LABEL]), pair.privateKey) } };
+    return { boxId, box: { tombstone: true, payload: signBox(pair, boxId, TOMBSTONE_LABEL) } };
   }
   // Fixed-size padding (4-byte length, data, zeros): every box has the same size.
   const padded = Buffer.alloc(4 + g.maxPlaintext);
   padded.writeUInt32BE(plaintext.length, 0);
   padded.set(plaintext, 4);
   const ct = seal(parseIndex(idx).encKey, boxNonce(boxId), padded, boxId);
-  const sig = sign(null, Buffer.concat([boxId, ct]), pair.privateKey);
+  const sig = signBox(pair, boxId, ct);
   return { boxId, box: { tombstone: false, payload: Buffer.concat([ct, sig]) } };
 }
 
@@ -183,15 +254,15 @@ export type BoxOpenResult = { code: 0; plaintext: Buffer } | { code: 11 | 23 | 2
 
 /** What the daemon does with a replica's answer to a read: verify and decrypt with the read cap and index. */
 export function openBox(readCap: Uint8Array, idx: Uint8Array, box: StoredBox, boxId: Buffer): BoxOpenResult {
-  const pub = ed25519PublicKey(readCap.subarray(0, 32));
+  const pub = readCap.subarray(0, 32);
   if (box.tombstone) {
-    const ok = box.payload.length === SIG && verify(null, Buffer.concat([boxId, TOMBSTONE_LABEL]), pub, box.payload);
+    const ok = box.payload.length === SIG && verifyBox(pub, boxId, TOMBSTONE_LABEL, box.payload);
     return ok ? { code: 11, plaintext: null } : { code: 25, plaintext: null };
   }
   if (box.payload.length < SIG + TAG + 4) return { code: 23, plaintext: null };
   const ct = box.payload.subarray(0, box.payload.length - SIG);
   const sig = box.payload.subarray(box.payload.length - SIG);
-  if (!verify(null, Buffer.concat([boxId, ct]), pub, sig)) return { code: 23, plaintext: null };
+  if (!verifyBox(pub, boxId, ct, sig)) return { code: 23, plaintext: null };
   const padded = open(parseIndex(idx).encKey, boxNonce(boxId), ct, boxId);
   if (!padded) return { code: 23, plaintext: null };
   const len = padded.readUInt32BE(0);

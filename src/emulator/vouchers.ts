@@ -20,7 +20,6 @@ import {
   createPublicKey,
   diffieHellman,
   generateKeyPairSync,
-  hkdfSync,
   randomBytes,
   sign,
   verify,
@@ -35,7 +34,7 @@ import {
   VOUCHER_SECRET_KEY_LENGTH,
   WRITE_CAP_LENGTH,
 } from '../wire';
-import { deriveKeypair, mutateIndex } from './pigeonhole';
+import { deriveKeypair, hkdf, mutateIndex } from './pigeonhole';
 import { ed25519FromSeed, ed25519PublicKey, encodeCanonical } from './pki';
 import type { RequestBody } from './requests';
 
@@ -72,7 +71,7 @@ const SEAL_OVERHEAD = 355;
 const GCM_TAG = 16;
 
 function filler(from: Uint8Array, label: string, length: number): Buffer {
-  return Buffer.from(hkdfSync('sha256', from, Buffer.from('katzenpost-emulator-voucher'), Buffer.from(label), length));
+  return hkdf(from, 'katzenpost-emulator-voucher', label, length);
 }
 
 function x25519Private(raw: Uint8Array) {
@@ -101,7 +100,7 @@ function newVoucherKeypair(): { secret: Buffer; public: Buffer } {
 }
 
 function sealKey(shared: Buffer, ephemeral: Buffer, recipient: Buffer): Buffer {
-  return Buffer.from(hkdfSync('sha256', shared, Buffer.concat([ephemeral, recipient]), Buffer.from('voucher reply seal'), 32));
+  return hkdf(shared, Buffer.concat([ephemeral, recipient]), 'voucher reply seal');
 }
 
 function cborBytesLength(n: number): number {
