@@ -13,6 +13,9 @@ import { configNodeOf, readSeconds, useDaemon } from './shared';
 import katzenpostChannel = require('./katzenpost-channel');
 import type { Node, NodeAPI, NodeDef, NodeMessage } from './types';
 
+/** How long closing waits for the receiver to stop before the daemon connection is let go. */
+const CLOSE_WAIT_MS = 5000;
+
 interface ReceiveDef extends NodeDef {
   channel?: string;
   pollInterval?: string | number;
@@ -133,8 +136,10 @@ export = function (RED: NodeAPI): void {
       stopIntroduction?.();
       store?.off('problem', onProblem);
       // The receiver stops at its next await (a pending read is cancelled on the daemon).
-      const bounded = Promise.race([running, new Promise((r) => setTimeout(r, 5000).unref())]);
-      bounded
+      // Bounded, so a stuck receiver cannot hold up a redeploy.
+      const wait = pause(CLOSE_WAIT_MS);
+      Promise.race([running, wait.promise])
+        .finally(() => wait.wake())
         .then(() => user.close())
         .catch(() => undefined)
         .finally(() => done());

@@ -14,7 +14,7 @@
 import { DaemonDisconnectedError, InvalidArgumentError, ThinClientTimeoutError } from '../client/errors';
 import { MAX_MESSAGE_LENGTH, type ChannelProblem, type ChannelStore } from '../channels';
 import { formatMs } from './lib/daemon-connection';
-import { configNodeOf, defaultTimeoutMs, errorStatusText, reportFailure, resolveTimeoutMs, statusForConnection, toBuffer, useDaemon, type ConnectionState } from './shared';
+import { CoalescedStatus, configNodeOf, defaultTimeoutMs, errorStatusText, reportFailure, resolveTimeoutMs, statusForConnection, toBuffer, useDaemon, type ConnectionState } from './shared';
 import katzenpostChannel = require('./katzenpost-channel');
 import type { Node, NodeAPI, NodeDef, NodeMessage, NodeStatus } from './types';
 
@@ -48,8 +48,7 @@ export = function (RED: NodeAPI): void {
       node.error(err.message);
     };
 
-    const render = (): void => {
-      if (closed) return;
+    const currentStatus = (): NodeStatus => {
       let s: NodeStatus;
       if (!channel) s = { fill: 'red', shape: 'ring', text: RED._('katzenpost-channel-send.status.no-channel') };
       else if (problem || introductionProblem) s = { fill: 'red', shape: 'ring', text: (problem ?? introductionProblem)! };
@@ -62,11 +61,12 @@ export = function (RED: NodeAPI): void {
         const introducing = state === 'connected' ? channel.introductionStatus() : null;
         s = introducing ?? statusForConnection(state, stateDetail);
       }
-      try {
-        node.status(s);
-      } catch {
-        // node already stopped
-      }
+      return s;
+    };
+    // Queue changes come with every message: coalesced, as every node's status is.
+    const shownStatus = new CoalescedStatus(node, currentStatus);
+    const render = (): void => {
+      if (!closed) shownStatus.update();
     };
 
     const user = useDaemon(RED, node, channel?.daemonId, {
@@ -223,6 +223,7 @@ export = function (RED: NodeAPI): void {
 
     node.on('close', (_removed: boolean, done: () => void) => {
       closed = true;
+      shownStatus.close();
       stopIntroduction?.();
       if (waitingOpen.size > 0) {
         node.warn(

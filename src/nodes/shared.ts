@@ -56,6 +56,7 @@ export type {
   ConnectionLogger,
 } from './lib/daemon-connection';
 export {
+  CoalescedStatus,
   StatusController,
   STATUS_TEXT,
   DAEMON_I18N_NAMESPACE,

@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { ThinClient } from '../../src/client/client';
 import type { Emulator } from '../../src/emulator';
+import { STATUS_MIN_INTERVAL_MS } from '../../src/nodes/lib/status';
 import { DIST_NODES, collect, daemonNode, expectSilence, getNode, helper, newEmulator } from './support';
 
 // The same helper singleton as support.ts, for settings(), which its typing leaves out.
@@ -126,5 +127,12 @@ describe('channel nodes: sends in bursts', function () {
       acked.map((m) => m.index),
     );
     await expectSilence('got', 300);
+
+    // Two queue changes per message, but the status is coalesced (at most one
+    // update per STATUS_MIN_INTERVAL_MS) and ends on the idle state.
+    await new Promise((r) => setTimeout(r, STATUS_MIN_INTERVAL_MS + 50));
+    const statusCalls = (tx as unknown as { status: { callCount: number; lastCall: { args: [Record<string, unknown>] } } }).status;
+    assert.ok(statusCalls.callCount < ROUNDS * BATCH / 2, `${statusCalls.callCount} status updates for ${ROUNDS * BATCH} messages`);
+    assert.doesNotMatch(String(statusCalls.lastCall.args[0].text), /queued/, 'the last status shown is not a queue');
   });
 });

@@ -106,6 +106,63 @@ export const STATUS_MIN_INTERVAL_MS = 200;
  * interval, as the state is then (so the last state is always shown, at most
  * that late); a status equal to the one shown is not sent again.
  */
+/**
+ * A node's status as it reaches node.status(): the state `current()` gives,
+ * shown at once after a quiet interval, else at the end of the
+ * STATUS_MIN_INTERVAL_MS interval (as it is then), and never the same status
+ * twice in a row. Each status update is a message to every open editor, so
+ * a node handling hundreds of messages a second must not send one per message.
+ */
+export class CoalescedStatus {
+  private closed = false;
+  /** The status last passed to node.status() (null: none yet) and when (performance.now(): immune to clock changes). */
+  private shown: NodeStatus | null = null;
+  private shownAt = -Infinity;
+  /** The deferred update of a coalesced change. */
+  private timer: NodeJS.Timeout | null = null;
+
+  constructor(
+    private readonly node: Node,
+    private readonly current: () => NodeStatus,
+  ) {}
+
+  /** The state changed: show it now, or at the end of the interval. */
+  update(): void {
+    if (this.closed || this.timer) return; // a deferred update is due: it shows the state as it is then
+    const wait = this.shownAt + STATUS_MIN_INTERVAL_MS - performance.now();
+    if (wait <= 0) {
+      this.show();
+      return;
+    }
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.show();
+    }, wait);
+    this.timer.unref?.();
+  }
+
+  /** Shows nothing more (the node is closing). */
+  close(): void {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private show(): void {
+    if (this.closed) return;
+    const s = this.current();
+    const last = this.shown;
+    if (last && last.fill === s.fill && last.shape === s.shape && last.text === s.text) return;
+    this.shown = s;
+    this.shownAt = performance.now();
+    try {
+      this.node.status(s);
+    } catch {
+      // status() on a node that Node-RED already stopped: nothing to show it on
+    }
+  }
+}
+
 export class StatusController {
   private connection: ConnectionState = 'idle';
   private connectionDetail: string | null = null;
@@ -115,14 +172,11 @@ export class StatusController {
   /** A configuration error: shown until the node is redeployed (connection changes do not clear it). */
   private configError: string | null = null;
   private extra: NodeStatus | null = null;
-  private closed = false;
-  /** The status last passed to node.status() (null: none yet) and when (performance.now(): immune to clock changes). */
-  private shown: NodeStatus | null = null;
-  private shownAt = -Infinity;
-  /** The deferred update of a coalesced change. */
-  private timer: NodeJS.Timeout | null = null;
+  private readonly output: CoalescedStatus;
 
-  constructor(private readonly node: Node) {}
+  constructor(node: Node) {
+    this.output = new CoalescedStatus(node, () => this.current());
+  }
 
   setConnection(state: ConnectionState, detail: string | null = null): void {
     if (state !== this.connection) this.lastError = null;
@@ -176,38 +230,11 @@ export class StatusController {
   }
 
   close(): void {
-    this.closed = true;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
+    this.output.close();
   }
 
-  /** Shows the current state now, or at the end of the interval when the status changed less than STATUS_MIN_INTERVAL_MS ago. */
   private render(): void {
-    if (this.closed || this.timer) return; // a deferred update is due: it shows the state as it is then
-    const wait = this.shownAt + STATUS_MIN_INTERVAL_MS - performance.now();
-    if (wait <= 0) {
-      this.show();
-      return;
-    }
-    this.timer = setTimeout(() => {
-      this.timer = null;
-      this.show();
-    }, wait);
-    this.timer.unref?.();
-  }
-
-  private show(): void {
-    if (this.closed) return;
-    const s = this.current();
-    const last = this.shown;
-    if (last && last.fill === s.fill && last.shape === s.shape && last.text === s.text) return;
-    this.shown = s;
-    this.shownAt = performance.now();
-    try {
-      this.node.status(s);
-    } catch {
-      // status() on a node that Node-RED already stopped: nothing to show it on
-    }
+    this.output.update();
   }
 
   /** The status the node should show now. */
