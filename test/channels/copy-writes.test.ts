@@ -1,0 +1,87 @@
+// The sender writes a copy stream's elements COPY_WRITES_IN_FLIGHT at a time
+// (each to its own temp box), and a failed write lets the others of its
+// window settle before the attempt ends: through the real protocol, over a
+// socket, against the emulator.
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import type { ChannelResendParams } from '../../src/channels';
+import { COPY_WRITES_IN_FLIGHT } from '../../src/channels/sender';
+import type { ThinClient } from '../../src/client/client';
+import { Harness, TEST_TIMEOUT_MS, collect } from './helpers';
+
+/**
+ * A client whose ARQ writes (startResendingEncryptedMessage with a write cap:
+ * the copy stream's elements, the single boxes) are counted, each held back
+ * `delayMs` first; `failWrite` is the 1-based number of a write that fails
+ * (without reaching the daemon), 0 for none.
+ */
+function watchWrites(client: ThinClient, delayMs: number, failWrite = 0) {
+  const stats = { writes: 0, inFlight: 0, maxInFlight: 0, inFlightWhenFailed: -1, startedAfterFailure: 0, failedAt: 0 };
+  const watched = new Proxy(client, {
+    get(target, prop) {
+      const value = Reflect.get(target, prop, target);
+      if (prop !== 'startResendingEncryptedMessage') return typeof value === 'function' ? value.bind(target) : value;
+      return async (params: ChannelResendParams, opts?: { signal?: AbortSignal }) => {
+        if (!params.writeCap) return target.startResendingEncryptedMessage(params, opts);
+        const n = ++stats.writes;
+        if (stats.failedAt > 0 && stats.inFlightWhenFailed > 0) stats.startedAfterFailure++;
+        stats.inFlight++;
+        stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
+        try {
+          await new Promise((r) => setTimeout(r, delayMs));
+          if (n === failWrite) {
+            stats.failedAt = n;
+            stats.inFlightWhenFailed = stats.inFlight - 1;
+            throw new Error('write failed (injected)');
+          }
+          return await target.startResendingEncryptedMessage(params, opts);
+        } finally {
+          stats.inFlight--;
+          // The others of the failed window have settled: later writes belong to the next attempt.
+          if (stats.failedAt > 0 && stats.inFlight === 0) stats.inFlightWhenFailed = 0;
+        }
+      };
+    },
+  });
+  return { client: watched, stats };
+}
+
+describe('channels: writing a copy stream', function () {
+  this.timeout(TEST_TIMEOUT_MS);
+  const h = new Harness();
+  afterEach(() => h.cleanup());
+
+  it(`writes the elements of a 100 KB message more than one and at most ${COPY_WRITES_IN_FLIGHT} at a time; the reader gets it intact`, async () => {
+    await h.start();
+    const { client, stats } = watchWrites(await h.client(), 5);
+    const writer = h.store(client);
+    const reader = h.store(await h.client());
+    await writer.createChannel('big');
+    reader.importChannel('big', writer.shareReadCap('big'));
+    const payload = randomBytes(100_000);
+    await writer.send('big', payload);
+    assert.ok(stats.maxInFlight > 1, `writes overlap (at most ${stats.maxInFlight} in flight)`);
+    assert.ok(stats.maxInFlight <= COPY_WRITES_IN_FLIGHT, `${stats.maxInFlight} writes in flight, over ${COPY_WRITES_IN_FLIGHT}`);
+    assert.equal(stats.inFlight, 0);
+    const [item] = await collect(reader, 'big', 1);
+    assert.ok(item.kind === 'message' && item.payload.equals(payload), 'the payload arrives intact');
+  });
+
+  it('a failed element write: the rest of its window settles before the retry, and the message arrives once, intact', async () => {
+    await h.start();
+    // The 10th write fails while others of its window are in flight.
+    // Writes slower than the retry's backoff: a retry that did not wait would overlap them.
+    const { client, stats } = watchWrites(await h.client(), 150, 10);
+    const writer = h.store(client, { retryInitialMs: 1, retryMaxMs: 5 });
+    const reader = h.store(await h.client());
+    await writer.createChannel('retried');
+    reader.importChannel('retried', writer.shareReadCap('retried'));
+    const payload = randomBytes(100_000);
+    await writer.send('retried', payload);
+    assert.equal(stats.failedAt, 10, 'the injected failure happened');
+    assert.equal(stats.startedAfterFailure, 0, 'no write started while the failed window was still settling');
+    const items = await collect(reader, 'retried', 1);
+    assert.ok(items[0].kind === 'message' && items[0].payload.equals(payload), 'the payload arrives intact');
+    assert.equal(writer.get('retried')!.queued, 0);
+  });
+});
