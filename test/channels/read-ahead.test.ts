@@ -71,6 +71,22 @@ async function waitFor(condition: () => boolean, what: string, timeoutMs = 10_00
   }
 }
 
+/**
+ * A 60 KB message of which only the first 5 boxes are written yet, and a
+ * store (over a watched client) that has imported its channel as `name`.
+ */
+async function partlyWritten(h: Harness, name: string) {
+  const { client, stats } = watchReads(await h.client());
+  const kp = await client.newKeypair(randomBytes(32));
+  const payload = randomBytes(60_000);
+  const boxes = await prepareLarge(client, kp.writeCap, kp.firstMessageIndex, payload);
+  const early = 5;
+  for (const box of boxes.slice(0, early)) await box.write();
+  const reader = h.store(client);
+  reader.importChannel(name, kp.readCap);
+  return { stats, payload, boxes, early, reader };
+}
+
 describe('channels: reading a large message ahead', function () {
   this.timeout(TEST_TIMEOUT_MS);
   const h = new Harness();
@@ -118,14 +134,7 @@ describe('channels: reading a large message ahead', function () {
 
   it('polls continuation boxes written after the receiver started and delivers them in order', async () => {
     await h.start();
-    const { client, stats } = watchReads(await h.client());
-    const kp = await client.newKeypair(randomBytes(32));
-    const payload = randomBytes(60_000);
-    const boxes = await prepareLarge(client, kp.writeCap, kp.firstMessageIndex, payload);
-    const early = 5;
-    for (const box of boxes.slice(0, early)) await box.write();
-    const reader = h.store(client);
-    reader.importChannel('late', kp.readCap);
+    const { stats, payload, boxes, early, reader } = await partlyWritten(h, 'late');
     const received = collect(reader, 'late', 1);
     // The reader waits for the first missing box and reads ahead of it.
     const missing = boxes[early].counter;
@@ -174,14 +183,7 @@ describe('channels: reading a large message ahead', function () {
     const onUnhandled = (reason: unknown) => void unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     try {
-      const { client, stats } = watchReads(await h.client());
-      const kp = await client.newKeypair(randomBytes(32));
-      const payload = randomBytes(60_000);
-      const boxes = await prepareLarge(client, kp.writeCap, kp.firstMessageIndex, payload);
-      const early = 5;
-      for (const box of boxes.slice(0, early)) await box.write();
-      const reader = h.store(client);
-      reader.importChannel('stop', kp.readCap);
+      const { stats, payload, boxes, early, reader } = await partlyWritten(h, 'stop');
       const got: ChannelItem[] = [];
       const controller = new AbortController();
       const running = reader.receive('stop', (item) => void got.push(item), { signal: controller.signal });
