@@ -105,14 +105,15 @@ function aheadRead(read: Promise<ReadBox | null>): AheadRead {
  * (No AbortSignal: a read settles promptly once aborted, and one listener per
  * box would be garbage for nothing.)
  */
-function outlasts(settled: Promise<void>, ms: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(true), ms);
-    void settled.then(() => {
-      clearTimeout(timer);
-      resolve(false);
-    });
+async function outlasts(settled: Promise<void>, ms: number): Promise<boolean> {
+  const wait = pause(ms);
+  let inTime = false;
+  void settled.then(() => {
+    inTime = true;
+    wait.wake();
   });
+  await wait.promise;
+  return !inTime;
 }
 
 /** Aborts `controller` when `signal` aborts (now or later); returns the function that stops following it. */

@@ -76,7 +76,7 @@ import { pause } from '../util/deadline';
 import { READ_CAP_LENGTH, SEED_LENGTH, WRITE_CAP_LENGTH } from '../wire';
 import { counterValue, indexCounter, readParams, writeParams } from './boxes';
 import type { ChannelContext } from './context';
-import type { ChannelRow, CopyWindow, OutboundRow, PendingWriteRow } from './db';
+import type { ChannelRow, CopyWindow, OutboundRow, PendingWriteRow, RecordedEnvelope } from './db';
 import { ChannelClosedError, TombstoneRangeError } from './errors';
 import { LARGE_HEADER_LENGTH, copyBoxLength, encodeSingle, largeHeader, needsCopy } from './framing';
 import type { ChannelClient, SendResult, TombstoneResult } from './types';
@@ -135,6 +135,11 @@ async function writeBounded<T>(items: readonly T[], limit: number, write: (item:
 
 /** The envelope columns of a pending_writes or pending_copy_elements row (all set once recorded). */
 type EnvelopeColumns = { descriptor: Buffer | null; ciphertext: Buffer | null; envelope_hash: Buffer | null };
+
+/** An envelope just made, in the shape of its recorded columns. */
+function envelopeColumns(env: RecordedEnvelope): EnvelopeColumns {
+  return { ciphertext: env.messageCiphertext, descriptor: env.envelopeDescriptor, envelope_hash: env.envelopeHash };
+}
 
 /**
  * Sends the write envelope recorded in `row`. When the daemon refuses it
@@ -502,7 +507,8 @@ export class Sender {
    * recorded in one transaction before any of it is written; that transaction
    * also records which elements of the previous window were acknowledged.
    * The next window is built while this one is encrypted (a chain: each
-   * envelope names the temp box after it) and written, one element at a time.
+   * envelope names the temp box after it) and written, COPY_WRITES_IN_FLIGHT
+   * elements at a time.
    */
   private async streamElements(
     row: ChannelRow,
@@ -548,8 +554,7 @@ export class Sender {
         acked = [];
         for (const e of elements) this.ctx.progress({ stage: 'element-recorded', channel: row.name, seq, element: e.element, elements: element });
         await writeBounded(elements, COPY_WRITES_IN_FLIGHT, async (e) => {
-          const recorded = { ciphertext: e.env.messageCiphertext, descriptor: e.env.envelopeDescriptor, envelope_hash: e.env.envelopeHash };
-          await sendRecorded(client, tempCap, recorded, signal, () => db.clearElementEnvelope(seq, e.element));
+          await sendRecorded(client, tempCap, envelopeColumns(e.env), signal, () => db.clearElementEnvelope(seq, e.element));
           acked.push(e.element);
         });
       }
@@ -576,7 +581,7 @@ export class Sender {
           if (!r.ciphertext) {
             const env = await client.encryptWrite(r.data, tempCap, r.temp_index);
             db.setElementEnvelope(seq, r.element, env);
-            recorded = { ciphertext: env.messageCiphertext, descriptor: env.envelopeDescriptor, envelope_hash: env.envelopeHash };
+            recorded = envelopeColumns(env);
           }
           await sendRecorded(client, tempCap, recorded, signal, () => db.clearElementEnvelope(seq, r.element));
           acked.push(r.element);

@@ -65,9 +65,8 @@ export = function (RED: NodeAPI): void {
     };
     // Queue changes come with every message: coalesced, as every node's status is.
     const shownStatus = new CoalescedStatus(node, currentStatus);
-    const render = (): void => {
-      if (!closed) shownStatus.update();
-    };
+    // Shows nothing once closed (the close handler closes shownStatus).
+    const render = (): void => shownStatus.update();
 
     const user = useDaemon(RED, node, channel?.daemonId, {
       quietStatus: true,
