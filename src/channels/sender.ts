@@ -564,9 +564,11 @@ export class Sender {
   }
 
   /**
-   * Writes again, in order and page by page, the elements an earlier attempt
-   * recorded and did not see acknowledged (encrypting anew those whose
-   * envelope the daemon refused).
+   * Writes again, page by page, the elements an earlier attempt recorded and
+   * did not see acknowledged (encrypting anew those whose envelope the daemon
+   * refused), COPY_WRITES_IN_FLIGHT at a time and started in element order,
+   * as streamElements writes them: after a crash mid-window that can be a
+   * whole window, each a round trip of seconds on a mixnet.
    */
   private async resendRecordedElements(row: ChannelRow, seq: number, tempCap: Buffer, client: ChannelClient, signal: AbortSignal): Promise<void> {
     const db = this.ctx.db;
@@ -576,7 +578,7 @@ export class Sender {
       if (rows.length === 0) return;
       const acked: number[] = [];
       try {
-        for (const r of rows) {
+        await writeBounded(rows, COPY_WRITES_IN_FLIGHT, async (r) => {
           let recorded: EnvelopeColumns = r;
           if (!r.ciphertext) {
             const env = await client.encryptWrite(r.data, tempCap, r.temp_index);
@@ -585,7 +587,7 @@ export class Sender {
           }
           await sendRecorded(client, tempCap, recorded, signal, () => db.clearElementEnvelope(seq, r.element));
           acked.push(r.element);
-        }
+        });
       } finally {
         this.acknowledgeElements(row, seq, acked, elements);
       }

@@ -1,7 +1,8 @@
 // The sender writes a copy stream's elements COPY_WRITES_IN_FLIGHT at a time
-// (each to its own temp box), and a failed write lets the others of its
-// window settle before the attempt ends: through the real protocol, over a
-// socket, against the emulator.
+// (each to its own temp box), a failed write lets the others of its window
+// settle before the attempt ends, and the retry writes the elements left
+// unacknowledged COPY_WRITES_IN_FLIGHT at a time too: through the real
+// protocol, over a socket, against the emulator.
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import type { ChannelResendParams } from '../../src/channels';
@@ -16,7 +17,7 @@ import { Harness, TEST_TIMEOUT_MS, collect } from './helpers';
  * (without reaching the daemon), 0 for none.
  */
 function watchWrites(client: ThinClient, delayMs: number, failWrite = 0) {
-  const stats = { writes: 0, inFlight: 0, maxInFlight: 0, inFlightWhenFailed: -1, startedAfterFailure: 0, failedAt: 0 };
+  const stats = { writes: 0, inFlight: 0, maxInFlight: 0, inFlightWhenFailed: -1, startedAfterFailure: 0, failedAt: 0, writesOfRetry: 0, maxInFlightOfRetry: 0 };
   const watched = new Proxy(client, {
     get(target, prop) {
       const value = Reflect.get(target, prop, target);
@@ -27,6 +28,10 @@ function watchWrites(client: ThinClient, delayMs: number, failWrite = 0) {
         if (stats.failedAt > 0 && stats.inFlightWhenFailed > 0) stats.startedAfterFailure++;
         stats.inFlight++;
         stats.maxInFlight = Math.max(stats.maxInFlight, stats.inFlight);
+        if (stats.inFlightWhenFailed === 0) {
+          stats.writesOfRetry++;
+          stats.maxInFlightOfRetry = Math.max(stats.maxInFlightOfRetry, stats.inFlight);
+        }
         try {
           await new Promise((r) => setTimeout(r, delayMs));
           if (n === failWrite) {
@@ -83,5 +88,25 @@ describe('channels: writing a copy stream', function () {
     const items = await collect(reader, 'retried', 1);
     assert.ok(items[0].kind === 'message' && items[0].payload.equals(payload), 'the payload arrives intact');
     assert.equal(writer.get('retried')!.queued, 0);
+  });
+
+  it(`the retry writes again the elements left unacknowledged more than one and at most ${COPY_WRITES_IN_FLIGHT} at a time`, async () => {
+    await h.start();
+    // 30 KB is one window of the copy stream: it is recorded whole before its
+    // first write, so every write of the retry is a recorded element written again.
+    const { client, stats } = watchWrites(await h.client(), 20, 6);
+    const writer = h.store(client, { retryInitialMs: 1, retryMaxMs: 5 });
+    const reader = h.store(await h.client());
+    await writer.createChannel('resumed');
+    reader.importChannel('resumed', writer.shareReadCap('resumed'));
+    const payload = randomBytes(30_000);
+    await writer.send('resumed', payload);
+    assert.equal(stats.failedAt, 6, 'the injected failure happened');
+    assert.ok(stats.writesOfRetry > COPY_WRITES_IN_FLIGHT, `the retry wrote ${stats.writesOfRetry} elements`);
+    assert.ok(stats.maxInFlightOfRetry > 1, `the retry's writes overlap (at most ${stats.maxInFlightOfRetry} in flight)`);
+    assert.ok(stats.maxInFlightOfRetry <= COPY_WRITES_IN_FLIGHT, `${stats.maxInFlightOfRetry} writes of the retry in flight, over ${COPY_WRITES_IN_FLIGHT}`);
+    const [item] = await collect(reader, 'resumed', 1);
+    assert.ok(item.kind === 'message' && item.payload.equals(payload), 'the payload arrives intact');
+    assert.equal(writer.get('resumed')!.queued, 0);
   });
 });
