@@ -56,56 +56,48 @@ describe('channels: writing a copy stream', function () {
   const h = new Harness();
   afterEach(() => h.cleanup());
 
-  it(`writes the elements of a 100 KB message more than one and at most ${COPY_WRITES_IN_FLIGHT} at a time; the reader gets it intact`, async () => {
+  /** A writer on a client watched by watchWrites and a reader share channel `name`; `bytes` random bytes are sent, and this resolves once they are. */
+  async function sendWatched(name: string, bytes: number, delayMs: number, failWrite = 0, writerOptions: Parameters<Harness['store']>[1] = {}) {
     await h.start();
-    const { client, stats } = watchWrites(await h.client(), 5);
-    const writer = h.store(client);
+    const { client, stats } = watchWrites(await h.client(), delayMs, failWrite);
+    const writer = h.store(client, writerOptions);
     const reader = h.store(await h.client());
-    await writer.createChannel('big');
-    reader.importChannel('big', writer.shareReadCap('big'));
-    const payload = randomBytes(100_000);
-    await writer.send('big', payload);
+    await writer.createChannel(name);
+    reader.importChannel(name, writer.shareReadCap(name));
+    const payload = randomBytes(bytes);
+    await writer.send(name, payload);
+    return { stats, writer, payload, received: async () => (await collect(reader, name, 1))[0] };
+  }
+
+  it(`writes the elements of a 100 KB message more than one and at most ${COPY_WRITES_IN_FLIGHT} at a time; the reader gets it intact`, async () => {
+    const { stats, payload, received } = await sendWatched('big', 100_000, 5);
     assert.ok(stats.maxInFlight > 1, `writes overlap (at most ${stats.maxInFlight} in flight)`);
     assert.ok(stats.maxInFlight <= COPY_WRITES_IN_FLIGHT, `${stats.maxInFlight} writes in flight, over ${COPY_WRITES_IN_FLIGHT}`);
     assert.equal(stats.inFlight, 0);
-    const [item] = await collect(reader, 'big', 1);
+    const item = await received();
     assert.ok(item.kind === 'message' && item.payload.equals(payload), 'the payload arrives intact');
   });
 
   it('a failed element write: the rest of its window settles before the retry, and the message arrives once, intact', async () => {
-    await h.start();
     // The 10th write fails while others of its window are in flight.
     // Writes slower than the retry's backoff: a retry that did not wait would overlap them.
-    const { client, stats } = watchWrites(await h.client(), 150, 10);
-    const writer = h.store(client, { retryInitialMs: 1, retryMaxMs: 5 });
-    const reader = h.store(await h.client());
-    await writer.createChannel('retried');
-    reader.importChannel('retried', writer.shareReadCap('retried'));
-    const payload = randomBytes(100_000);
-    await writer.send('retried', payload);
+    const { stats, writer, payload, received } = await sendWatched('retried', 100_000, 150, 10, { retryInitialMs: 1, retryMaxMs: 5 });
     assert.equal(stats.failedAt, 10, 'the injected failure happened');
     assert.equal(stats.startedAfterFailure, 0, 'no write started while the failed window was still settling');
-    const items = await collect(reader, 'retried', 1);
-    assert.ok(items[0].kind === 'message' && items[0].payload.equals(payload), 'the payload arrives intact');
+    const item = await received();
+    assert.ok(item.kind === 'message' && item.payload.equals(payload), 'the payload arrives intact');
     assert.equal(writer.get('retried')!.queued, 0);
   });
 
   it(`the retry writes again the elements left unacknowledged more than one and at most ${COPY_WRITES_IN_FLIGHT} at a time`, async () => {
-    await h.start();
     // 30 KB is one window of the copy stream: it is recorded whole before its
     // first write, so every write of the retry is a recorded element written again.
-    const { client, stats } = watchWrites(await h.client(), 20, 6);
-    const writer = h.store(client, { retryInitialMs: 1, retryMaxMs: 5 });
-    const reader = h.store(await h.client());
-    await writer.createChannel('resumed');
-    reader.importChannel('resumed', writer.shareReadCap('resumed'));
-    const payload = randomBytes(30_000);
-    await writer.send('resumed', payload);
+    const { stats, writer, payload, received } = await sendWatched('resumed', 30_000, 20, 6, { retryInitialMs: 1, retryMaxMs: 5 });
     assert.equal(stats.failedAt, 6, 'the injected failure happened');
     assert.ok(stats.writesOfRetry > COPY_WRITES_IN_FLIGHT, `the retry wrote ${stats.writesOfRetry} elements`);
     assert.ok(stats.maxInFlightOfRetry > 1, `the retry's writes overlap (at most ${stats.maxInFlightOfRetry} in flight)`);
     assert.ok(stats.maxInFlightOfRetry <= COPY_WRITES_IN_FLIGHT, `${stats.maxInFlightOfRetry} writes of the retry in flight, over ${COPY_WRITES_IN_FLIGHT}`);
-    const [item] = await collect(reader, 'resumed', 1);
+    const item = await received();
     assert.ok(item.kind === 'message' && item.payload.equals(payload), 'the payload arrives intact');
     assert.equal(writer.get('resumed')!.queued, 0);
   });
